@@ -1,0 +1,232 @@
+//! One connection's ordered, bounded queue of outbound messages, and the state of its
+//! subscriptions.
+//!
+//! Replies and pushes share this one queue, so a client sees them in the order they
+//! happened. The hub only ever `offer`s into it under a short lock and never waits: a
+//! queue past its byte bound marks the connection as a slow consumer, and the
+//! transport closes it (the client then resumes from its last position and loses
+//! nothing). Subscription state lives under the same lock so that the switch from
+//! "snapshot being read" to "live" cannot interleave with a push.
+
+use crate::subscription::{SubState, SubView};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tether_core::{Change, Outbound, Reply};
+use tokio::sync::Notify;
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Why an outbox stopped accepting messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// The client did not read fast enough; its queue passed the bound.
+    SlowConsumer,
+    /// The connection ended.
+    Gone,
+}
+
+#[derive(Debug)]
+pub struct Outbox {
+    id: u64,
+    max_bytes: usize,
+    state: Mutex<State>,
+    notify: Notify,
+    /// Wakes whoever waits in [`Outbox::overflowed`]: the writer may be stuck in a
+    /// socket write to a client that does not read.
+    overflow: Notify,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    queue: VecDeque<(Outbound, usize)>,
+    bytes: usize,
+    closed: Option<Closed>,
+    pub(crate) subs: HashMap<Arc<str>, SubState>,
+}
+
+impl State {
+    /// Queues a message unless the queue is past its bound. A single message larger
+    /// than the bound is still accepted into an empty queue, so one big snapshot
+    /// does not make a connection unusable.
+    pub(crate) fn enqueue(&mut self, max_bytes: usize, message: Outbound) -> bool {
+        if self.closed.is_some() {
+            return false;
+        }
+        let size = approx_size(&message);
+        if !self.queue.is_empty() && self.bytes + size > max_bytes {
+            self.closed = Some(Closed::SlowConsumer);
+            self.queue.clear();
+            self.bytes = 0;
+            metrics::counter!("tether_outbox_overflows_total").increment(1);
+            return false;
+        }
+        self.bytes += size;
+        self.queue.push_back((message, size));
+        true
+    }
+}
+
+impl Outbox {
+    pub fn new(max_bytes: usize) -> Arc<Outbox> {
+        Arc::new(Outbox {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            max_bytes,
+            state: Mutex::new(State::default()),
+            notify: Notify::new(),
+            overflow: Notify::new(),
+        })
+    }
+
+    /// Unique for the life of the process.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // Every critical section leaves the state consistent, so a poisoned lock (a
+        // panic elsewhere) is safe to keep using.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
+    /// Queues a message for the client. Returns false if the outbox is closed or just
+    /// overflowed.
+    pub fn push(&self, message: Outbound) -> bool {
+        let accepted = self.lock().enqueue(self.max_bytes, message);
+        self.wake();
+        accepted
+    }
+
+    /// Offers a committed change to subscription `sub` (called by the hub).
+    pub(crate) fn offer_change(&self, sub: &Arc<str>, change: &Arc<Change>) {
+        let mut state = self.lock();
+        let Some(sub_state) = state.subs.get_mut(sub) else {
+            return;
+        };
+        let message = match sub_state.view(change) {
+            SubView::Buffered | SubView::Skip => return,
+            SubView::Push(message) => message,
+        };
+        state.enqueue(self.max_bytes, message);
+        drop(state);
+        self.wake();
+    }
+
+    /// Moves everything queued into `into`, waiting until there is something. Returns
+    /// `Err` once the outbox is closed (after the queue is drained, for `Gone`).
+    pub async fn next_batch(&self, into: &mut Vec<Outbound>) -> Result<(), Closed> {
+        loop {
+            let notified = self.notify.notified();
+            {
+                let mut state = self.lock();
+                if state.closed == Some(Closed::SlowConsumer) {
+                    return Err(Closed::SlowConsumer);
+                }
+                if !state.queue.is_empty() {
+                    into.extend(state.queue.drain(..).map(|(m, _)| m));
+                    state.bytes = 0;
+                    return Ok(());
+                }
+                if let Some(closed) = state.closed {
+                    return Err(closed);
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Bytes waiting to be written.
+    pub fn queued_bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    pub fn close(&self) {
+        let mut state = self.lock();
+        state.closed.get_or_insert(Closed::Gone);
+        state.subs.clear();
+        drop(state);
+        self.notify.notify_one();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed.is_some()
+    }
+}
+
+/// A rough size for accounting; exactness does not matter, proportionality does.
+fn approx_size(message: &Outbound) -> usize {
+    let records = |rs: &[tether_core::Record]| -> usize {
+        rs.iter().map(tether_core::Record::approx_size).sum()
+    };
+    match message {
+        Outbound::Push { change, .. } => change.approx_size(),
+        Outbound::Snapshot { records: rs, .. } => 128 + records(rs),
+        Outbound::Reply {
+            result: Ok(Reply::Records(rs)),
+            ..
+        } => 128 + records(rs),
+        Outbound::Reply {
+            result: Ok(Reply::Written(c)),
+            ..
+        } => c.approx_size(),
+        Outbound::Message { data, .. } => 128 + tether_core::record::json_size(data),
+        Outbound::Presence { members, .. } => 128 + members.len() * 32,
+        _ => 128,
+    }
+}
+
+impl Outbox {
+    /// Offers an ephemeral topic message to subscription `sub` (called by the hub).
+    pub(crate) fn offer_message(
+        &self,
+        sub: &Arc<str>,
+        topic: &Arc<str>,
+        data: &Arc<serde_json::Value>,
+    ) {
+        let mut state = self.lock();
+        if !state.subs.get(sub).is_some_and(|s| s.pending.is_none()) {
+            return;
+        }
+        let message = Outbound::Message {
+            sub: sub.clone(),
+            topic: topic.clone(),
+            data: data.clone(),
+        };
+        state.enqueue(self.max_bytes, message);
+        drop(state);
+        self.wake();
+    }
+}
+
+impl Outbox {
+    /// Wakes the writer after messages were queued directly under the lock.
+    pub(crate) fn push_nothing(&self) {
+        self.wake();
+    }
+
+    fn wake(&self) {
+        self.notify.notify_one();
+        if self.lock().closed == Some(Closed::SlowConsumer) {
+            self.overflow.notify_waiters();
+        }
+    }
+
+    /// Resolves once the outbox has overflowed (the client is a slow consumer).
+    pub async fn overflowed(&self) {
+        loop {
+            let notified = self.overflow.notified();
+            tokio::pin!(notified);
+            // Register before checking, so a wake between the check and the await is
+            // not lost (notify_waiters keeps no permit).
+            notified.as_mut().enable();
+            if self.lock().closed == Some(Closed::SlowConsumer) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! Subscriptions: which connections want which changes, and how a change looks to each.
+//!
+//! The [`Index`] lets the hub find, for one change, only the subscriptions that could
+//! care (by record, by resource, by topic) without scanning every connection. A
+//! [`SubState`] lives in its connection's outbox and turns a change into the push that
+//! subscription should see: a query subscription sees records enter (PUT), change
+//! (PUT/PATCH) and leave (DELETE).
+
+use crate::outbox::Outbox;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tether_core::{
+    Change, ChangeKind, Outbound, Position, PushKind, RecordId, ResourceName, SubSpec, SubTarget,
+};
+
+/// A buffered change waits while a snapshot is read; past this many the connection is
+/// treated as a slow consumer rather than buffering without bound.
+const MAX_PENDING: usize = 100_000;
+
+#[derive(Debug)]
+pub(crate) struct SubState {
+    pub(crate) spec: Arc<SubSpec>,
+    /// `Some` while the initial snapshot or replay is being read: changes wait here.
+    pub(crate) pending: Option<Vec<Arc<Change>>>,
+    /// Changes at or below this position are already in the snapshot or replay.
+    pub(crate) min_pos: Position,
+    /// For filtered query subscriptions: ids the client currently holds.
+    pub(crate) members: HashSet<RecordId>,
+    /// The hub index entry, for removal.
+    pub(crate) entry: u64,
+    name: Arc<str>,
+}
+
+pub(crate) enum SubView {
+    Buffered,
+    Skip,
+    Push(Outbound),
+}
+
+impl SubState {
+    pub(crate) fn pending(name: Arc<str>, spec: Arc<SubSpec>, entry: u64) -> SubState {
+        SubState {
+            spec,
+            entry,
+            pending: Some(Vec::new()),
+            min_pos: Position::ZERO,
+            members: HashSet::new(),
+            name,
+        }
+    }
+
+    pub(crate) fn view(&mut self, change: &Arc<Change>) -> SubView {
+        if let Some(buffer) = &mut self.pending {
+            if buffer.len() >= MAX_PENDING {
+                return SubView::Skip;
+            }
+            buffer.push(change.clone());
+            return SubView::Buffered;
+        }
+        if change.position <= self.min_pos {
+            return SubView::Skip;
+        }
+        match self.kind_for(change, true) {
+            Some(kind) => SubView::Push(self.push(kind, change)),
+            None => SubView::Skip,
+        }
+    }
+
+    pub(crate) fn push(&self, kind: PushKind, change: &Arc<Change>) -> Outbound {
+        Outbound::Push {
+            sub: self.name.clone(),
+            spec: self.spec.clone(),
+            kind,
+            change: change.clone(),
+        }
+    }
+
+    /// How `change` looks to this subscription, updating query membership. With
+    /// `members_known` false (a replay from a client position, whose holdings the
+    /// server cannot know) a filtered query sends whole records and deletes for
+    /// anything that does not match; deleting an id the client lacks is harmless.
+    pub(crate) fn kind_for(&mut self, change: &Change, members_known: bool) -> Option<PushKind> {
+        let as_is = match change.kind {
+            ChangeKind::Put => PushKind::Put,
+            ChangeKind::Patch => PushKind::Patch,
+            ChangeKind::Delete => PushKind::Delete,
+        };
+        match &self.spec.target {
+            SubTarget::Record { .. } => Some(as_is),
+            SubTarget::Query { query, .. } if query.filter.is_empty() => Some(as_is),
+            SubTarget::Query { query, .. } => {
+                let now = change.data.as_ref().is_some_and(|d| query.matches(d));
+                let was = self.members.contains(&change.id);
+                if now {
+                    self.members.insert(change.id.clone());
+                } else {
+                    self.members.remove(&change.id);
+                }
+                match (was || !members_known, now) {
+                    (true, true) if members_known => Some(as_is),
+                    (_, true) => Some(PushKind::Put),
+                    (true, false) => Some(PushKind::Delete),
+                    (false, false) => None,
+                }
+            }
+            SubTarget::Topic { .. } => None,
+        }
+    }
+}
+
+/// One registered subscription, as the hub sees it.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub(crate) outbox: Arc<Outbox>,
+    pub(crate) name: Arc<str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    Record(ResourceName, RecordId),
+    Resource(ResourceName),
+    Topic(Arc<str>),
+}
+
+fn key(target: &SubTarget) -> Key {
+    match target {
+        SubTarget::Record { resource, id } => Key::Record(resource.clone(), id.clone()),
+        SubTarget::Query { resource, .. } => Key::Resource(resource.clone()),
+        SubTarget::Topic { topic } => Key::Topic(topic.as_str().into()),
+    }
+}
+
+/// Who might care about what. Registration hands back an id used to remove it.
+#[derive(Debug, Default)]
+pub(crate) struct Index {
+    by_key: HashMap<Key, HashMap<u64, Arc<Entry>>>,
+}
+
+static NEXT_ENTRY: AtomicU64 = AtomicU64::new(1);
+
+impl Index {
+    pub(crate) fn insert(&mut self, target: &SubTarget, entry: Entry) -> u64 {
+        let id = NEXT_ENTRY.fetch_add(1, Ordering::Relaxed);
+        self.by_key
+            .entry(key(target))
+            .or_default()
+            .insert(id, Arc::new(entry));
+        id
+    }
+
+    pub(crate) fn remove(&mut self, target: &SubTarget, id: u64) {
+        let k = key(target);
+        if let Some(entries) = self.by_key.get_mut(&k) {
+            entries.remove(&id);
+            if entries.is_empty() {
+                self.by_key.remove(&k);
+            }
+        }
+    }
+
+    /// Subscriptions that may care about a change to this record.
+    pub(crate) fn for_record(&self, resource: &ResourceName, id: &RecordId) -> Vec<Arc<Entry>> {
+        let by_record = self.by_key.get(&Key::Record(resource.clone(), id.clone()));
+        let by_resource = self.by_key.get(&Key::Resource(resource.clone()));
+        by_record
+            .into_iter()
+            .chain(by_resource)
+            .flat_map(|m| m.values().cloned())
+            .collect()
+    }
+
+    pub(crate) fn for_topic(&self, topic: &str) -> Vec<Arc<Entry>> {
+        self.by_key
+            .get(&Key::Topic(topic.into()))
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn count(&self) -> usize {
+        self.by_key.values().map(HashMap::len).sum()
+    }
+}

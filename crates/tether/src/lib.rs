@@ -1,0 +1,21 @@
+//! The Tether server: transport and sessions over the engine, and the CLI's wiring.
+//!
+//! Layout (data flows one way, see ARCHITECTURE.md):
+//! - [`transport`]: HTTP routes and WebSocket upgrades (`ws`, `http`).
+//! - [`session`]: one per connection; decodes with the dialect codec, executes ops on
+//!   the engine, writes the outbox.
+//! - [`server`]: opens the store and bus, starts the engine, serves.
+//! - [`config`]: flags and defaults; [`close_codes`]: the close codes we send.
+//! - [`inspector`]: the web page at `/`.
+//!
+//! The engine, store, bus, dialects and core types live in their own crates.
+
+pub mod close_codes;
+pub mod config;
+pub mod inspector;
+pub mod server;
+pub mod session;
+pub mod transport;
+
+pub use config::Config;
+pub use server::{start, Server};

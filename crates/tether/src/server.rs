@@ -1,0 +1,149 @@
+//! Wiring: opens the store, starts the engine, builds the router, serves until told to
+//! stop. Tests call [`start`] on port 0 exactly as the binary does.
+
+use crate::config::Config;
+use crate::{inspector, transport};
+use axum::Router;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use tether_bus::{Bus, LocalBus};
+use tether_core::{Error, ErrorCode, Result};
+use tether_engine::{Engine, Knobs};
+use tether_store::{SqliteStore, Store};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Transport limits, from the config.
+#[derive(Debug, Clone, Copy)]
+pub struct TransportLimits {
+    /// Past this a text message gets a `too_large` error and the connection stays.
+    pub max_message_bytes: usize,
+    /// Past this a frame or message breaks the transport: close 1009.
+    pub max_frame_bytes: usize,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Engine,
+    pub limits: TransportLimits,
+    pub shutdown: watch::Receiver<bool>,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+/// A running server.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub engine: Engine,
+    /// Where the data lives, for humans (a file path or a redacted URL).
+    pub store_location: String,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// Closes every connection with 1001, lets in-flight writes finish, and stops.
+    pub async fn stop(self) -> std::io::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.task.await.unwrap_or(Ok(()))
+    }
+}
+
+/// The router: WebSocket dialects, the HTTP API, and the inspector.
+pub fn app(state: AppState) -> Router {
+    transport::ws::routes(tether_dialects::registry())
+        .merge(transport::http::routes())
+        .merge(inspector::routes())
+        .with_state(state)
+}
+
+fn metrics_handle() -> Option<PrometheusHandle> {
+    // The recorder is process-global; tests start many servers in one process.
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| PrometheusBuilder::new().install_recorder().ok())
+        .clone()
+}
+
+async fn open_store(config: &Config) -> Result<(Arc<dyn Store>, String)> {
+    match config.store.as_deref() {
+        None => {
+            let path = config.data.join("tether.db");
+            let store = SqliteStore::open(&path).await?;
+            Ok((Arc::new(store), path.display().to_string()))
+        }
+        Some(url) if url.starts_with("sqlite://") => {
+            let path = &url["sqlite://".len()..];
+            let store = SqliteStore::open(path).await?;
+            Ok((Arc::new(store), path.to_owned()))
+        }
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Err(Error::new(
+                ErrorCode::Unavailable,
+                "the PostgreSQL store is not in this build yet; use sqlite://PATH or --data DIR",
+            ))
+        }
+        Some(url) => Err(Error::bad_request(format!(
+            "--store {url:?}: expected sqlite://PATH or postgres://..."
+        ))),
+    }
+}
+
+fn open_bus(config: &Config) -> Result<Arc<dyn Bus>> {
+    match config.bus.as_deref() {
+        None | Some("local") => Ok(Arc::new(LocalBus::new())),
+        Some(url) => Err(Error::bad_request(format!(
+            "--bus {url:?}: only the in-process bus is in this build; leave --bus out"
+        ))),
+    }
+}
+
+/// Binds, opens the store and starts serving in the background.
+pub async fn start(config: Config) -> Result<Server> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| Error::unavailable(format!("cannot listen on {}: {e}", config.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::unavailable(format!("cannot read the bound address: {e}")))?;
+    let (store, store_location) = open_store(&config).await?;
+    let bus = open_bus(&config)?;
+    let engine = Engine::start(
+        store,
+        bus,
+        Knobs {
+            outbox_max_bytes: config.outbox_max_bytes,
+            ..Knobs::default()
+        },
+    )
+    .await?;
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let state = AppState {
+        engine: engine.clone(),
+        limits: TransportLimits {
+            max_message_bytes: config.max_message_bytes,
+            max_frame_bytes: config.max_frame_bytes,
+        },
+        shutdown: shutdown_rx.clone(),
+        metrics: metrics_handle(),
+    };
+    let router = app(state);
+    let mut stop = shutdown_rx;
+    let task = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
+    });
+    Ok(Server {
+        addr,
+        engine,
+        store_location,
+        shutdown,
+        task,
+    })
+}

@@ -1,0 +1,359 @@
+//! One session per connection: identity, the codec, request handling, and the writer.
+//!
+//! The reader half decodes each frame with the dialect's codec and executes the ops in
+//! order, queuing replies in the connection's outbox. The writer half drains that one
+//! outbox (replies and pushes alike), encodes with the same codec, stamps the message
+//! number and writes a batch of frames per wake-up. When one half ends, the other does.
+
+use crate::close_codes;
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tether_core::event::Reply;
+use tether_core::{ConfirmKind, Error, ErrorCode, Op, Outbound, RecordId, SubSpec, Tag};
+use tether_dialects::{Codec, MsgNo, Rejected, Request};
+use tether_engine::{Closed, Engine, Outbox};
+use tokio::sync::watch;
+
+/// Replies kept per connection for `retry` confirmations (seed 001).
+const KEPT_REPLIES: usize = 64;
+
+/// Per-connection limits the transport enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// A text message larger than this gets a `too_large` error; the connection stays.
+    pub max_message_bytes: usize,
+}
+
+type SharedCodec = Arc<Mutex<Box<dyn Codec>>>;
+
+pub struct Session {
+    id: Arc<str>,
+    engine: Engine,
+    outbox: Arc<Outbox>,
+    codec: SharedCodec,
+    limits: Limits,
+    kept: VecDeque<(Tag, Outbound)>,
+}
+
+fn lock(codec: &SharedCodec) -> std::sync::MutexGuard<'_, Box<dyn Codec>> {
+    codec.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs a connection to its end. `shutdown` turning true closes it with 1001.
+pub async fn run(
+    socket: WebSocket,
+    engine: Engine,
+    codec: Box<dyn Codec>,
+    dialect: &'static str,
+    limits: Limits,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let outbox = engine.new_outbox();
+    let codec: SharedCodec = Arc::new(Mutex::new(codec));
+    let mut session = Session {
+        id: format!("c-{}", RecordId::generate()).into(),
+        engine: engine.clone(),
+        outbox: outbox.clone(),
+        codec: codec.clone(),
+        limits,
+        kept: VecDeque::new(),
+    };
+    metrics::gauge!("tether_connections", "dialect" => dialect).increment(1.0);
+    tracing::debug!(session = %session.id, dialect, "connected");
+    outbox.push(Outbound::Welcome {
+        session: session.id.clone(),
+        epoch: engine.epoch().clone(),
+        position: engine.position(),
+    });
+
+    let (sink, mut stream) = socket.split();
+    let close_code = Arc::new(Mutex::new(close_codes::NORMAL));
+    let mut writer = tokio::spawn(write_loop(sink, outbox.clone(), codec, close_code.clone()));
+    let stop = async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    };
+    tokio::pin!(stop);
+
+    loop {
+        tokio::select! {
+            frame = stream.next() => match frame {
+                Some(Ok(Message::Text(text))) => {
+                    metrics::counter!("tether_messages_in_total", "dialect" => dialect).increment(1);
+                    session.handle_text(text.as_str()).await;
+                }
+                Some(Ok(Message::Binary(_))) => session.reject(Tag::Null, Error::bad_request(
+                    "binary frames are not supported; send JSON in text frames",
+                )),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Err(e)) => {
+                    // A broken frame or a frame past the hard limit: the transport
+                    // cannot go on, so close with the matching code.
+                    let text = e.to_string();
+                    let code = if text.contains("too long") || text.contains("too big") || text.contains("Space limit") {
+                        close_codes::TOO_BIG
+                    } else {
+                        close_codes::INTERNAL
+                    };
+                    tracing::debug!(session = %session.id, error = %text, "websocket error");
+                    *close_code.lock().unwrap_or_else(|p| p.into_inner()) = code;
+                    break;
+                }
+            },
+            _ = &mut writer => break,
+            _ = &mut stop => {
+                *close_code.lock().unwrap_or_else(|p| p.into_inner()) = close_codes::GOING_AWAY;
+                break;
+            }
+        }
+    }
+    engine.close(&outbox, &session.id);
+    if !writer.is_finished() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut writer).await;
+        writer.abort();
+    }
+    metrics::gauge!("tether_connections", "dialect" => dialect).decrement(1.0);
+    tracing::debug!(session = %session.id, dialect, "disconnected");
+}
+
+async fn write_loop(
+    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
+    outbox: Arc<Outbox>,
+    codec: SharedCodec,
+    close_code: Arc<Mutex<u16>>,
+) {
+    let mut events = Vec::new();
+    let mut frames = Vec::new();
+    let mut msg = MsgNo::default();
+    let (code, reason) = loop {
+        match outbox.next_batch(&mut events).await {
+            Ok(()) => {
+                {
+                    let mut codec = lock(&codec);
+                    for event in events.drain(..) {
+                        codec.encode(&event, &mut msg, &mut frames);
+                    }
+                }
+                metrics::counter!("tether_messages_out_total").increment(frames.len() as u64);
+                let send = async {
+                    for frame in frames.drain(..) {
+                        sink.feed(Message::Text(frame.into())).await?;
+                    }
+                    sink.flush().await
+                };
+                // A client that stops reading blocks the socket write; the overflow
+                // of its outbox is what ends the wait.
+                tokio::select! {
+                    sent = send => if sent.is_err() { return },
+                    _ = outbox.overflowed() => {
+                        metrics::counter!("tether_slow_consumer_disconnects_total").increment(1);
+                        break (close_codes::SLOW_CONSUMER, "slow consumer: reconnect and resume");
+                    }
+                }
+            }
+            Err(Closed::SlowConsumer) => {
+                metrics::counter!("tether_slow_consumer_disconnects_total").increment(1);
+                break (
+                    close_codes::SLOW_CONSUMER,
+                    "slow consumer: reconnect and resume",
+                );
+            }
+            Err(Closed::Gone) => {
+                let code = *close_code.lock().unwrap_or_else(|p| p.into_inner());
+                let reason = match code {
+                    close_codes::GOING_AWAY => "server shutting down: reconnect and resume",
+                    close_codes::TOO_BIG => "frame too large",
+                    _ => "",
+                };
+                break (code, reason);
+            }
+        }
+    };
+    let frame = Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }));
+    // A client that is not reading may never take the close frame; don't wait forever.
+    let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(frame)).await;
+}
+
+impl Session {
+    async fn handle_text(&mut self, text: &str) {
+        if text.len() > self.limits.max_message_bytes {
+            let error = Error::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "message is {} bytes; the limit is {}",
+                    text.len(),
+                    self.limits.max_message_bytes
+                ),
+            );
+            return self.reject(Tag::Null, error);
+        }
+        let requests = lock(&self.codec).decode(text);
+        for request in requests {
+            match request {
+                Ok(Request { tag, op }) => self.execute(tag, op).await,
+                Err(Rejected { tag, error }) => self.reject(tag, error),
+            }
+        }
+    }
+
+    fn reject(&self, tag: Tag, error: Error) {
+        metrics::counter!("tether_errors_total", "code" => error.code.as_str()).increment(1);
+        self.outbox.push(Outbound::Reply {
+            tag,
+            result: Err(error),
+        });
+    }
+
+    fn reply(&mut self, tag: Tag, result: Result<Reply, Error>) {
+        if let Err(e) = &result {
+            metrics::counter!("tether_errors_total", "code" => e.code.as_str()).increment(1);
+        }
+        let message = Outbound::Reply {
+            tag: tag.clone(),
+            result,
+        };
+        if !tag.is_null() {
+            if self.kept.len() == KEPT_REPLIES {
+                self.kept.pop_front();
+            }
+            self.kept.push_back((tag, message.clone()));
+        }
+        self.outbox.push(message);
+    }
+
+    async fn execute(&mut self, tag: Tag, op: Op) {
+        let engine = self.engine.clone();
+        let result = match op {
+            Op::Get { resource, id } => engine.get(&resource, &id).await.map(Reply::Record),
+            Op::Query { resource, query } => {
+                engine.query(&resource, &query).await.map(Reply::Records)
+            }
+            Op::Write(write) => {
+                let started = std::time::Instant::now();
+                let result = engine.write(write).await.map(Reply::Written);
+                metrics::histogram!("tether_write_seconds").record(started.elapsed().as_secs_f64());
+                result
+            }
+            Op::Subscribe { sub, spec, since } => {
+                // The snapshot (or resume marker) is the reply; only failures answer here.
+                match engine
+                    .subscribe(&self.outbox, &sub, spec, since, Some(tag.clone()))
+                    .await
+                {
+                    Ok(()) => return,
+                    Err(e) => Err(e),
+                }
+            }
+            Op::Unsubscribe { sub } => {
+                if engine.unsubscribe(&self.outbox, &sub) {
+                    Ok(Reply::Released(vec![sub.into()]))
+                } else {
+                    Err(Error::new(
+                        ErrorCode::UnknownSubscription,
+                        format!("no subscription {sub:?} on this connection"),
+                    ))
+                }
+            }
+            Op::Flush { resource, id } => Ok(Reply::Released(engine.flush(
+                &self.outbox,
+                &resource,
+                id.as_ref(),
+            ))),
+            Op::Resume {
+                session,
+                since,
+                subs,
+            } => self.resume(session, since, subs).await,
+            Op::Publish { topic, data } => engine.publish(&topic, data).await.map(|()| Reply::Ok),
+            Op::Confirm { kind, of } => return self.confirm(kind, of),
+            Op::Presence { room, join, user } => {
+                if room.is_empty() || room.len() > 256 {
+                    Err(Error::bad_request("a room name must be 1-256 bytes"))
+                } else if join {
+                    let user = user.unwrap_or_else(|| self.id.to_string());
+                    Ok(Reply::Members(engine.presence().join(
+                        &self.outbox,
+                        &room,
+                        &user,
+                    )))
+                } else if engine.presence().leave(&self.outbox, &room) {
+                    Ok(Reply::Ok)
+                } else {
+                    Err(Error::bad_request(format!(
+                        "this connection is not in room {room:?}"
+                    )))
+                }
+            }
+            Op::Ping => Ok(Reply::Ok),
+        };
+        self.reply(tag, result);
+    }
+
+    /// Takes over `session`: the connection adopts its id, and each subscription is
+    /// restored from its position (or the resume's default position).
+    async fn resume(
+        &mut self,
+        session: String,
+        since: Option<tether_core::Since>,
+        subs: Option<Vec<tether_core::ResumeSub>>,
+    ) -> Result<Reply, Error> {
+        if session.is_empty() || session.len() > 128 {
+            return Err(Error::bad_request("field \"session\" must be 1-128 bytes"));
+        }
+        let subs: Vec<(String, SubSpec, Option<tether_core::Since>)> = match subs {
+            Some(subs) => subs
+                .into_iter()
+                .map(|s| (s.sub, s.spec, s.since.or_else(|| since.clone())))
+                .collect(),
+            None => self
+                .engine
+                .recall(&session)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(name, spec)| (name.to_string(), (*spec).clone(), since.clone()))
+                .collect(),
+        };
+        self.id = session.into();
+        let mut restored = Vec::new();
+        for (name, spec, since) in subs {
+            // A name already in use on this connection was restored by an earlier resume.
+            self.engine
+                .subscribe(&self.outbox, &name, spec, since, None)
+                .await?;
+            restored.push(name.into());
+        }
+        Ok(Reply::Session {
+            session: self.id.clone(),
+            subs: restored,
+        })
+    }
+
+    fn confirm(&mut self, kind: ConfirmKind, of: Tag) {
+        let at = self.kept.iter().position(|(t, _)| *t == of);
+        match (kind, at) {
+            (ConfirmKind::Retry, Some(at)) => {
+                let message = self.kept[at].1.clone();
+                self.outbox.push(message);
+            }
+            (ConfirmKind::Retry, None) => self.reject(
+                of.clone(),
+                Error::new(
+                    ErrorCode::NotFound,
+                    format!("no recent reply to request {of} to send again"),
+                ),
+            ),
+            // done and abort release the kept reply. An aborted write stays committed:
+            // committed data is never silently undone; write again to change it.
+            (ConfirmKind::Done | ConfirmKind::Abort, Some(at)) => {
+                self.kept.remove(at);
+            }
+            (ConfirmKind::Done | ConfirmKind::Abort, None) => {}
+        }
+    }
+}
