@@ -35,6 +35,9 @@ pub use knobs::Knobs;
 pub use outbox::{Closed, Outbox};
 pub use presence::Presence;
 
+/// A closed session's subscriptions, and when it closed.
+type Retained = (Vec<(Arc<str>, Arc<SubSpec>)>, Instant);
+
 /// A cheap-clone handle to the running engine.
 #[derive(Clone)]
 pub struct Engine {
@@ -49,7 +52,7 @@ struct Inner {
     knobs: Knobs,
     presence: Presence,
     /// Subscriptions of closed sessions, for `resume` without a subscription list.
-    retained: Mutex<HashMap<Arc<str>, (Vec<(Arc<str>, Arc<SubSpec>)>, Instant)>>,
+    retained: Mutex<HashMap<Arc<str>, Retained>>,
 }
 
 impl std::fmt::Debug for Engine {

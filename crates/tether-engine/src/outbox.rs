@@ -188,7 +188,7 @@ impl Outbox {
         data: &Arc<serde_json::Value>,
     ) {
         let mut state = self.lock();
-        if !state.subs.get(sub).is_some_and(|s| s.pending.is_none()) {
+        if state.subs.get(sub).is_none_or(|s| s.pending.is_some()) {
             return;
         }
         let message = Outbound::Message {

@@ -8,13 +8,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tether_core::Outbound;
 
+/// Room name to its members: each connection and the user it joined as.
+type Rooms = HashMap<Arc<str>, Vec<(Arc<Outbox>, Arc<str>)>>;
+
 #[derive(Debug, Default)]
 pub struct Presence {
-    rooms: Mutex<HashMap<Arc<str>, Vec<(Arc<Outbox>, Arc<str>)>>>,
+    rooms: Mutex<Rooms>,
 }
 
 impl Presence {
-    fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Vec<(Arc<Outbox>, Arc<str>)>>> {
+    fn rooms(&self) -> std::sync::MutexGuard<'_, Rooms> {
         self.rooms.lock().unwrap_or_else(|p| p.into_inner())
     }
 
