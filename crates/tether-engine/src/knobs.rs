@@ -19,6 +19,11 @@ pub struct Knobs {
     pub hub_check_interval: Duration,
     /// How long the server remembers a closed session's subscriptions for `resume`.
     pub session_retention: Duration,
+    /// Changes kept in the change log for resume. Older ones are compacted away; a
+    /// client further behind gets a resync snapshot. Bounds the log's disk use.
+    pub log_retention: u64,
+    /// How often the log is compacted down to `log_retention`.
+    pub compaction_interval: Duration,
 }
 
 impl Default for Knobs {
@@ -30,6 +35,8 @@ impl Default for Knobs {
             commit_queue: 8_192,
             hub_check_interval: Duration::from_millis(500),
             session_retention: Duration::from_secs(300),
+            log_retention: 1_000_000,
+            compaction_interval: Duration::from_secs(60),
         }
     }
 }

@@ -25,8 +25,8 @@ use std::time::Instant;
 use subscription::{Entry, SubState};
 use tether_bus::{Bus, BusMessage};
 use tether_core::{
-    Change, Epoch, Error, ErrorCode, Outbound, Position, Query, Record, RecordId, ResourceName,
-    Result, ResyncReason, Since, SubSpec, SubTarget, Tag, Write,
+    Audience, Change, Epoch, Error, ErrorCode, Outbound, Position, Query, Record, RecordId,
+    ResourceName, Result, ResyncReason, Since, SubSpec, SubTarget, Tag, Write,
 };
 use tether_store::{ConsistentRead, ReadTarget, Replay, ResourceInfo, Store};
 use tokio::sync::{mpsc, oneshot};
@@ -79,6 +79,11 @@ impl Engine {
             hub.clone()
                 .run(store.clone(), bus.clone(), knobs.hub_check_interval),
         );
+        tokio::spawn(compact_periodically(
+            store.clone(),
+            knobs.log_retention,
+            knobs.compaction_interval,
+        ));
         Ok(Engine {
             inner: Arc::new(Inner {
                 store,
@@ -146,12 +151,24 @@ impl Engine {
 
     /// Sends an ephemeral message to a topic's subscribers on every node.
     pub async fn publish(&self, topic: &str, data: serde_json::Value) -> Result<()> {
+        self.publish_to(topic, data, Audience::default()).await
+    }
+
+    /// Like [`Engine::publish`], to the subscribers `audience` admits (seed 002's
+    /// broadcast to a subset of connections).
+    pub async fn publish_to(
+        &self,
+        topic: &str,
+        data: serde_json::Value,
+        audience: Audience,
+    ) -> Result<()> {
         check_topic(topic)?;
         self.inner
             .bus
             .publish(BusMessage::Topic {
                 topic: topic.into(),
                 data: Arc::new(data),
+                to: (!audience.is_everyone()).then(|| Arc::new(audience)),
             })
             .await
     }
@@ -393,6 +410,28 @@ impl Engine {
             .remove(session)
             .filter(|(_, at)| at.elapsed() < keep)
             .map(|(subs, _)| subs)
+    }
+}
+
+/// Keeps the change log to the last `retention` changes. The hub lags the head by
+/// moments, never by a million changes, so it is not cut off.
+async fn compact_periodically(store: Arc<dyn Store>, retention: u64, every: std::time::Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let head = match store.head().await {
+            Ok(head) => head,
+            Err(e) => {
+                tracing::warn!(error = %e, "compaction could not read the head");
+                continue;
+            }
+        };
+        if head.0 > retention {
+            if let Err(e) = store.compact(Position(head.0 - retention)).await {
+                tracing::warn!(error = %e, "compaction failed; will retry");
+            }
+        }
     }
 }
 

@@ -33,6 +33,10 @@ pub struct Config {
     /// Bytes queued for one slow client before it is disconnected (4008) to resume.
     #[arg(long, default_value_t = 4 << 20, env = "TETHER_OUTBOX_MAX_BYTES")]
     pub outbox_max_bytes: usize,
+
+    /// Changes kept in the log for resume; a client further behind resyncs.
+    #[arg(long, default_value_t = 1_000_000, env = "TETHER_LOG_RETENTION")]
+    pub log_retention: u64,
 }
 
 impl Config {
@@ -46,6 +50,7 @@ impl Config {
             max_message_bytes: 1 << 20,
             max_frame_bytes: 16 << 20,
             outbox_max_bytes: 4 << 20,
+            log_retention: 1_000_000,
         }
     }
 }

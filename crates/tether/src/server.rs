@@ -113,6 +113,7 @@ pub async fn start(config: Config) -> Result<Server> {
         bus,
         Knobs {
             outbox_max_bytes: config.outbox_max_bytes,
+            log_retention: config.log_retention,
             ..Knobs::default()
         },
     )
