@@ -140,3 +140,35 @@ fn bad_flags_and_bad_environments_fail_with_one_line() {
         assert!(help.contains(flag), "{help}");
     }
 }
+
+#[tokio::test]
+async fn sigterm_closes_connections_with_1001_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr) = spawn(dir.path());
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .unwrap();
+    let welcome = ws.next().await.unwrap().unwrap();
+    assert!(welcome.to_text().unwrap().contains("welcome"));
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut code = None;
+    while let Ok(Some(frame)) =
+        tokio::time::timeout(std::time::Duration::from_secs(10), ws.next()).await
+    {
+        if let Ok(Message::Close(Some(f))) = frame {
+            code = Some(u16::from(f.code));
+            break;
+        }
+    }
+    assert_eq!(
+        code,
+        Some(1001),
+        "clients are told the server is going away"
+    );
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+}
