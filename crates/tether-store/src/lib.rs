@@ -4,7 +4,8 @@
 //! change log, and answers reads. It knows nothing of subscriptions, sessions, dialects
 //! or the bus: it never publishes anything. The engine is its only caller.
 //!
-//! Implementations: [`sqlite::SqliteStore`] (embedded, the default). Every
+//! Implementations: [`sqlite::SqliteStore`] (embedded, the default) and
+//! [`postgres::PostgresStore`] (shared by several nodes). Every
 //! implementation must pass [`conformance`], one suite of tests any store can run:
 //! `tether_store::conformance_tests!(factory)` expands to one `#[tokio::test]` per case.
 //!
@@ -16,11 +17,13 @@
 //! holds for one SQLite writer and for many PostgreSQL writers alike.
 
 pub mod conformance;
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
 use tether_core::{Change, Epoch, Position, Query, Record, RecordId, ResourceName, Result, Write};
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// Most changes a replay returns; a client further behind gets a resync instead.

@@ -338,26 +338,26 @@ fn parse_u64(key: &str, value: &str) -> Result<u64> {
         .map_err(|_| Error::unavailable(format!("meta.{key} is {value:?}, not a number")))
 }
 
-fn parse_data(text: &str) -> Result<Data> {
+pub(crate) fn parse_data(text: &str) -> Result<Data> {
     serde_json::from_str(text)
         .map_err(|e| Error::unavailable(format!("a stored body is not a JSON object: {e}")))
 }
 
-fn data_text(data: &Data) -> Result<String> {
+pub(crate) fn data_text(data: &Data) -> Result<String> {
     serde_json::to_string(data)
         .map_err(|e| Error::internal(format!("cannot serialize a body: {e}")))
 }
 
-fn parse_resource(s: &str) -> Result<ResourceName> {
+pub(crate) fn parse_resource(s: &str) -> Result<ResourceName> {
     ResourceName::parse(s)
         .map_err(|e| Error::unavailable(format!("stored resource name: {}", e.message)))
 }
 
-fn parse_id(s: &str) -> Result<RecordId> {
+pub(crate) fn parse_id(s: &str) -> Result<RecordId> {
     RecordId::parse(s).map_err(|e| Error::unavailable(format!("stored record id: {}", e.message)))
 }
 
-fn kind_str(kind: ChangeKind) -> &'static str {
+pub(crate) fn kind_str(kind: ChangeKind) -> &'static str {
     match kind {
         ChangeKind::Put => "PUT",
         ChangeKind::Patch => "PATCH",
@@ -365,7 +365,7 @@ fn kind_str(kind: ChangeKind) -> &'static str {
     }
 }
 
-fn parse_kind(s: &str) -> Result<ChangeKind> {
+pub(crate) fn parse_kind(s: &str) -> Result<ChangeKind> {
     match s {
         "PUT" => Ok(ChangeKind::Put),
         "PATCH" => Ok(ChangeKind::Patch),

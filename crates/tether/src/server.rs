@@ -8,9 +8,9 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use tether_bus::{Bus, LocalBus};
-use tether_core::{Error, ErrorCode, Result};
+use tether_core::{Error, Result};
 use tether_engine::{Engine, Knobs};
-use tether_store::{SqliteStore, Store};
+use tether_store::{PostgresStore, SqliteStore, Store};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -78,10 +78,9 @@ async fn open_store(config: &Config) -> Result<(Arc<dyn Store>, String)> {
             Ok((Arc::new(store), path.to_owned()))
         }
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            Err(Error::new(
-                ErrorCode::Unavailable,
-                "the PostgreSQL store is not in this build yet; use sqlite://PATH or --data DIR",
-            ))
+            let store = PostgresStore::open(url).await?;
+            let location = store.location().to_owned();
+            Ok((Arc::new(store), location))
         }
         Some(url) => Err(Error::bad_request(format!(
             "--store {url:?}: expected sqlite://PATH or postgres://..."
