@@ -11,3 +11,22 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+
+# The TypeScript client (clients/js) and the web inspector built from it. Their tests
+# run against the real server binary, built once here and handed over as TETHER_BIN.
+echo "== clients/js: client tests against a real server"
+cargo build -p tether --locked
+TETHER_BIN="$(cargo metadata --format-version 1 --no-deps --locked |
+  node -e 'let s = ""; process.stdin.on("data", (d) => (s += d)).on("end", () => console.log(JSON.parse(s).target_directory))')/debug/tether"
+export TETHER_BIN
+(
+  cd clients/js
+  npm ci --no-audit --no-fund
+  # Before the build overwrites it: the inspector committed in crates/tether/assets must
+  # be what its sources build to, since `cargo build` embeds it without running Node.
+  npm run check:inspector
+  npm run build
+  npm test
+  echo "== clients/js: inspector end-to-end tests in headless Chromium"
+  npm run test:e2e
+)
