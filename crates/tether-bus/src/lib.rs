@@ -15,7 +15,7 @@ pub mod local;
 use async_trait::async_trait;
 use serde_json::Value;
 use std::sync::Arc;
-use tether_core::{Change, Result};
+use tether_core::{Audience, Change, Result};
 use tokio::sync::broadcast;
 
 pub use local::LocalBus;
@@ -24,8 +24,14 @@ pub use local::LocalBus;
 pub enum BusMessage {
     /// A change committed by some node.
     Change(Arc<Change>),
-    /// An ephemeral message to a topic's subscribers; nothing is stored.
-    Topic { topic: Arc<str>, data: Arc<Value> },
+    /// An ephemeral message to a topic's subscribers; nothing is stored. `to`, when
+    /// set, narrows it to some of them (by session or by what they watch); each node
+    /// applies it to its own connections.
+    Topic {
+        topic: Arc<str>,
+        data: Arc<Value>,
+        to: Option<Arc<Audience>>,
+    },
 }
 
 #[async_trait]

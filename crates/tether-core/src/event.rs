@@ -74,6 +74,14 @@ pub enum Outbound {
         joined: bool,
         members: Vec<Arc<str>>,
     },
+    /// Data another member of `room` relayed (`Op::Relay`); `from` is the user it joined
+    /// the room as. Shared by every recipient, so it is encoded per connection from
+    /// the same `Arc`.
+    Relay {
+        room: Arc<str>,
+        from: Arc<str>,
+        data: Arc<Value>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

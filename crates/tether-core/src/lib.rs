@@ -29,7 +29,7 @@ pub use change::{Change, ChangeKind};
 pub use error::{Error, ErrorCode, Result};
 pub use event::{Outbound, PushKind, Reply, ResyncReason};
 pub use name::{RecordId, ResourceName};
-pub use op::{ConfirmKind, Op, ResumeSub, Since, SubSpec, SubTarget, Tag};
+pub use op::{Audience, ConfirmKind, Op, ResumeSub, Since, SubSpec, SubTarget, Tag};
 pub use position::{Epoch, Position};
 pub use query::{Order, Query};
 pub use record::{Data, Record, Version};

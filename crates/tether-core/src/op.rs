@@ -67,7 +67,75 @@ pub enum Op {
         join: bool,
         user: Option<String>,
     },
+    /// Send `data` to every *other* connection in presence room `room` (seed 003: a
+    /// command reaches everyone else with the document open). Nothing is stored; the
+    /// sender must be in the room. Answered with `Reply::Ok`; the others get
+    /// `Outbound::Relay`.
+    Relay {
+        room: String,
+        data: Value,
+    },
+    /// Open a record for collaboration (seed 003's `document:create` / `document:open`):
+    /// with `create`, create the record with that body first; otherwise it must exist.
+    /// Then (re)subscribe to the record under `sub` (a snapshot follows, tagged) and
+    /// join presence room `room` as `user` (the connection's session when `None`);
+    /// the reply is `Reply::Members`. If the create fails or the record is missing,
+    /// nothing else happens and that is the error. One op rather than three so that a
+    /// failed open never leaves the connection in a room for a record it could not open.
+    Open {
+        resource: ResourceName,
+        id: RecordId,
+        create: Option<Data>,
+        sub: String,
+        room: String,
+        user: Option<String>,
+    },
     Ping,
+}
+
+/// Which subscribers of a topic an ephemeral message is for (seed 002's broadcast "to
+/// all or a subset of all known connections"). The default admits every subscriber.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Audience {
+    /// Only connections whose session is one of these; empty means any session.
+    pub sessions: Vec<String>,
+    /// Only connections watching the resource named like the topic with a filter that
+    /// includes every field here with an equal value (a monorail `watch` with those
+    /// `params`, or a `/ws` query subscription with that `where`); `id` matches a watch
+    /// of that one record. Empty means any connection.
+    pub watching: Data,
+}
+
+impl Audience {
+    /// Whether the audience has no restriction at all.
+    pub fn is_everyone(&self) -> bool {
+        self.sessions.is_empty() && self.watching.is_empty()
+    }
+
+    /// Whether a connection with this session may receive the message.
+    pub fn admits_session(&self, session: Option<&str>) -> bool {
+        self.sessions.is_empty()
+            || session.is_some_and(|s| self.sessions.iter().any(|want| want == s))
+    }
+
+    /// Whether a subscription of the connection counts as "watching" for a message on
+    /// `topic`: it is on the resource named `topic` and its filter covers `watching`.
+    pub fn admits_watch(&self, topic: &str, target: &SubTarget) -> bool {
+        if self.watching.is_empty() {
+            return true;
+        }
+        match target {
+            SubTarget::Query { resource, query } if resource.as_str() == topic => self
+                .watching
+                .iter()
+                .all(|(k, v)| query.filter.get(k) == Some(v)),
+            SubTarget::Record { resource, id } if resource.as_str() == topic => self
+                .watching
+                .iter()
+                .all(|(k, v)| k == "id" && RecordId::from_json(v).is_ok_and(|want| want == *id)),
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,5 +201,54 @@ impl SubTarget {
             SubTarget::Query { query, .. } => query.matches(data),
             SubTarget::Topic { .. } => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn data(v: Value) -> Data {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn audience_selects_by_session_and_watch_filter() {
+        let tasks = ResourceName::parse("tasks").unwrap();
+        let query = |filter: Value| SubTarget::Query {
+            resource: tasks.clone(),
+            query: Query {
+                filter: data(filter),
+                ..Query::default()
+            },
+        };
+        let everyone = Audience::default();
+        assert!(everyone.is_everyone());
+        assert!(everyone.admits_session(None));
+        assert!(everyone.admits_watch("tasks", &query(json!({}))));
+
+        let some = Audience {
+            sessions: vec!["c-1".into()],
+            watching: data(json!({"workflow": 42})),
+        };
+        assert!(some.admits_session(Some("c-1")));
+        assert!(!some.admits_session(Some("c-2")));
+        assert!(!some.admits_session(None));
+        assert!(some.admits_watch("tasks", &query(json!({"workflow": 42, "x": 1}))));
+        assert!(!some.admits_watch("tasks", &query(json!({"workflow": "42"}))));
+        assert!(!some.admits_watch("tasks", &query(json!({}))));
+        assert!(!some.admits_watch("other", &query(json!({"workflow": 42}))));
+
+        let one = Audience {
+            watching: data(json!({"id": 7})),
+            ..Audience::default()
+        };
+        let record = SubTarget::Record {
+            resource: tasks.clone(),
+            id: RecordId::parse("7").unwrap(),
+        };
+        assert!(one.admits_watch("tasks", &record));
+        assert!(!some.admits_watch("tasks", &record));
     }
 }

@@ -191,6 +191,10 @@ impl CanonicalCodec {
                 join: kind == "join",
                 user: json::opt_str(o, "user")?.map(str::to_owned),
             },
+            "relay" => Op::Relay {
+                room: json::req_str(o, "room")?.to_owned(),
+                data: o.get("data").cloned().unwrap_or(Value::Null),
+            },
             "ping" => Op::Ping,
             other => {
                 return Err(Error::new(
@@ -291,6 +295,9 @@ impl CanonicalCodec {
                 "type": "presence", "room": &**room, "user": &**user,
                 "event": if *joined { "join" } else { "leave" },
                 "members": members.iter().map(|s| &**s).collect::<Vec<_>>(),
+            }),
+            Outbound::Relay { room, from, data } => json!({
+                "type": "relay", "room": &**room, "from": &**from, "data": &**data,
             }),
         }
     }

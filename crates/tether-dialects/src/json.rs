@@ -1,6 +1,7 @@
 //! Field access on decoded JSON with errors that name the field and what was wrong,
 //! shared by every dialect so their bad-input messages read alike.
 
+use crate::MsgNo;
 use serde_json::{Map, Value};
 use tether_core::{Data, Error, ErrorCode, RecordId, ResourceName};
 
@@ -94,5 +95,22 @@ pub fn opt_record_id(o: &Object, field: &str) -> Result<Option<RecordId>, Error>
     match o.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => RecordId::from_json(v).map(Some),
+    }
+}
+
+/// Serializes a server message with the connection's next message number first:
+/// `{"msg":N, ...}`. A `msg` already in `v` (a relayed or broadcast message that had
+/// one) gives way to it.
+pub fn frame(msg: &mut MsgNo, mut v: Value) -> String {
+    if let Value::Object(o) = &mut v {
+        o.remove("msg");
+    }
+    let body = v.to_string();
+    let n = msg.take();
+    match body.strip_prefix('{') {
+        Some("}") => format!("{{\"msg\":{n}}}"),
+        Some(rest) => format!("{{\"msg\":{n},{rest}"),
+        // Not an object: nothing to stamp (codecs only send objects).
+        None => body,
     }
 }

@@ -7,6 +7,8 @@
 
 pub mod canonical;
 pub mod json;
+pub mod monorail;
+pub mod talk;
 
 use std::collections::HashMap;
 use tether_core::{Error, Op, Outbound, Tag};
@@ -63,5 +65,10 @@ pub trait Codec: Send {
 
 /// Every dialect the server speaks. One line per dialect.
 pub fn registry() -> Vec<&'static dyn Dialect> {
-    vec![&canonical::Canonical]
+    vec![
+        // One dialect per line.
+        &canonical::Canonical,
+        &monorail::Monorail,
+        &talk::Talk,
+    ]
 }

@@ -58,9 +58,11 @@ impl Hub {
             tokio::select! {
                 message = rx.recv() => match message {
                     Ok(BusMessage::Change(change)) => self.on_change(&*store, change).await,
-                    Ok(BusMessage::Topic { topic, data }) => {
+                    Ok(BusMessage::Topic { topic, data, to }) => {
                         for entry in self.index().for_topic(&topic) {
-                            entry.outbox.offer_message(&entry.name, &topic, &data);
+                            entry
+                                .outbox
+                                .offer_message(&entry.name, &topic, &data, to.as_deref());
                         }
                     }
                     Err(RecvError::Lagged(missed)) => {

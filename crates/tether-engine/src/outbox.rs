@@ -12,7 +12,7 @@ use crate::subscription::{SubState, SubView};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use tether_core::{Change, Outbound, Reply};
+use tether_core::{Audience, Change, Outbound, Reply};
 use tokio::sync::Notify;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -43,6 +43,9 @@ pub(crate) struct State {
     bytes: usize,
     closed: Option<Closed>,
     pub(crate) subs: HashMap<Arc<str>, SubState>,
+    /// The session the connection speaks for, so a topic message addressed to some
+    /// sessions (`Audience::sessions`) finds them without a registry of its own.
+    session: Option<Arc<str>>,
 }
 
 impl State {
@@ -155,6 +158,12 @@ impl Outbox {
     pub fn is_closed(&self) -> bool {
         self.lock().closed.is_some()
     }
+
+    /// Names the session this connection speaks for (at connect, and again when it
+    /// takes over another session with `resume`).
+    pub fn set_session(&self, session: &Arc<str>) {
+        self.lock().session = Some(session.clone());
+    }
 }
 
 /// A rough size for accounting; exactness does not matter, proportionality does.
@@ -175,21 +184,34 @@ fn approx_size(message: &Outbound) -> usize {
         } => c.approx_size(),
         Outbound::Message { data, .. } => 128 + tether_core::record::json_size(data),
         Outbound::Presence { members, .. } => 128 + members.len() * 32,
+        Outbound::Relay { data, .. } => 128 + tether_core::record::json_size(data),
         _ => 128,
     }
 }
 
 impl Outbox {
-    /// Offers an ephemeral topic message to subscription `sub` (called by the hub).
+    /// Offers an ephemeral topic message to subscription `sub` (called by the hub),
+    /// unless `to` leaves this connection out.
     pub(crate) fn offer_message(
         &self,
         sub: &Arc<str>,
         topic: &Arc<str>,
         data: &Arc<serde_json::Value>,
+        to: Option<&Audience>,
     ) {
         let mut state = self.lock();
         if state.subs.get(sub).is_none_or(|s| s.pending.is_some()) {
             return;
+        }
+        if let Some(to) = to {
+            let admitted = to.admits_session(state.session.as_deref())
+                && state
+                    .subs
+                    .values()
+                    .any(|s| to.admits_watch(topic, &s.spec.target));
+            if !admitted {
+                return;
+            }
         }
         let message = Outbound::Message {
             sub: sub.clone(),

@@ -94,6 +94,15 @@ impl Presence {
             .unwrap_or_default()
     }
 
+    /// The user this connection joined `room` as, if it is in the room.
+    pub fn user_in(&self, room: &str, outbox: &Arc<Outbox>) -> Option<Arc<str>> {
+        self.rooms()
+            .get(room)?
+            .iter()
+            .find(|(o, _)| o.id() == outbox.id())
+            .map(|(_, u)| u.clone())
+    }
+
     pub fn rooms_of(&self, outbox: &Arc<Outbox>) -> Vec<Arc<str>> {
         self.rooms()
             .iter()

@@ -12,7 +12,10 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tether_core::event::Reply;
-use tether_core::{ConfirmKind, Error, ErrorCode, Op, Outbound, RecordId, SubSpec, Tag};
+use tether_core::{
+    ConfirmKind, Error, ErrorCode, Op, Outbound, RecordId, ResourceName, SubSpec, SubTarget, Tag,
+    Write, WriteKind,
+};
 use tether_dialects::{Codec, MsgNo, Rejected, Request};
 use tether_engine::{Closed, Engine, Outbox};
 use tokio::sync::watch;
@@ -61,6 +64,7 @@ pub async fn run(
         limits,
         kept: VecDeque::new(),
     };
+    outbox.set_session(&session.id);
     metrics::gauge!("tether_connections", "dialect" => dialect).increment(1.0);
     tracing::debug!(session = %session.id, dialect, "connected");
     outbox.push(Outbound::Welcome {
@@ -290,9 +294,82 @@ impl Session {
                     )))
                 }
             }
+            Op::Relay { room, data } => self.relay(room, data),
+            Op::Open {
+                resource,
+                id,
+                create,
+                sub,
+                room,
+                user,
+            } => self.open(&tag, resource, id, create, sub, room, user).await,
             Op::Ping => Ok(Reply::Ok),
         };
         self.reply(tag, result);
+    }
+
+    /// Sends `data` to the other connections in `room`, as the user this connection
+    /// joined it as. Presence is per node, so relays reach the node's own connections.
+    fn relay(&self, room: String, data: serde_json::Value) -> Result<Reply, Error> {
+        let presence = self.engine.presence();
+        let Some(from) = presence.user_in(&room, &self.outbox) else {
+            return Err(Error::bad_request(format!(
+                "this connection is not in room {room:?}; join it first"
+            )));
+        };
+        let (room, data): (Arc<str>, _) = (room.into(), Arc::new(data));
+        for other in presence.others(&room, &self.outbox) {
+            other.push(Outbound::Relay {
+                room: room.clone(),
+                from: from.clone(),
+                data: data.clone(),
+            });
+        }
+        Ok(Reply::Ok)
+    }
+
+    /// `Op::Open`: create or check the record, then watch it and join its room. The
+    /// check comes first so a failed open changes nothing; a subscription of the same
+    /// name is replaced, so opening the same record again refreshes it in place.
+    #[allow(clippy::too_many_arguments)]
+    async fn open(
+        &self,
+        tag: &Tag,
+        resource: ResourceName,
+        id: RecordId,
+        create: Option<tether_core::Data>,
+        sub: String,
+        room: String,
+        user: Option<String>,
+    ) -> Result<Reply, Error> {
+        if room.is_empty() || room.len() > 256 {
+            return Err(Error::bad_request("a room name must be 1-256 bytes"));
+        }
+        match create {
+            Some(data) => {
+                let write =
+                    Write::new(WriteKind::Create, resource.clone(), id.clone(), data, None)?;
+                self.engine.write(write).await?;
+            }
+            None => {
+                if self.engine.get(&resource, &id).await?.is_none() {
+                    return Err(Error::not_found(resource.as_str(), id.as_str()));
+                }
+            }
+        }
+        self.engine.unsubscribe(&self.outbox, &sub);
+        let spec = SubSpec {
+            target: SubTarget::Record { resource, id },
+        };
+        self.engine
+            .subscribe(&self.outbox, &sub, spec, None, Some(tag.clone()))
+            .await?;
+        let user = user.unwrap_or_else(|| self.id.to_string());
+        Ok(Reply::Members(self.engine.presence().join(
+            &self.outbox,
+            &room,
+            &user,
+        )))
     }
 
     /// Takes over `session`: the connection adopts its id, and each subscription is
@@ -320,6 +397,7 @@ impl Session {
                 .collect(),
         };
         self.id = session.into();
+        self.outbox.set_session(&self.id);
         let mut restored = Vec::new();
         for (name, spec, since) in subs {
             // A name already in use on this connection was restored by an earlier resume.

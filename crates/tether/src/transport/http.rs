@@ -14,7 +14,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use tether_core::{Data, Error, ErrorCode, Order, Query, RecordId, ResourceName, Write, WriteKind};
+use tether_core::{
+    Audience, Data, Error, ErrorCode, Order, Query, RecordId, ResourceName, Write, WriteKind,
+};
 use tether_dialects::canonical::record_json;
 
 pub fn routes() -> Router<AppState> {
@@ -225,19 +227,46 @@ async fn remove(
     .await
 }
 
-/// `POST /publish/<topic>`: an ephemeral message to the topic's subscribers.
+/// `POST /publish/<topic>[?session=ID,...][&watching.<field>=<value>...]`: an ephemeral
+/// message to the topic's subscribers, or to the subset named by the query (seed 002's
+/// broadcast): `session` (repeatable, or comma-separated) keeps the connections of
+/// those sessions; each `watching.<field>` keeps connections watching the resource
+/// named like the topic with that field equal to the value (parsed as JSON when it
+/// parses, like the filters of `GET /api/<resource>`). Any other parameter is a 400,
+/// so a misspelt target never becomes a broadcast to everyone.
 async fn publish(
     State(state): State<AppState>,
     Path(topic): Path<String>,
+    UrlQuery(params): UrlQuery<Vec<(String, String)>>,
     body: Bytes,
 ) -> ApiResult {
+    let mut audience = Audience::default();
+    for (key, value) in params {
+        if key == "session" {
+            audience.sessions.extend(
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned),
+            );
+        } else if let Some(field) = key.strip_prefix("watching.").filter(|f| !f.is_empty()) {
+            let v = serde_json::from_str(&value).unwrap_or(Value::String(value));
+            audience.watching.insert(field.to_owned(), v);
+        } else {
+            return Err(Error::bad_request(format!(
+                "unknown parameter {key:?}; use session=ID or watching.<field>=<value>"
+            ))
+            .into());
+        }
+    }
     let data: Value = serde_json::from_slice(&body).map_err(|e| {
         Error::new(
             ErrorCode::BadJson,
             format!("the body is not valid JSON: {e}"),
         )
     })?;
-    state.engine.publish(&topic, data).await?;
+    state.engine.publish_to(&topic, data, audience).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"topic": topic}))).into_response())
 }
 
