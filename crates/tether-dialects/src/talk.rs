@@ -37,6 +37,8 @@ const DOCUMENT_SUB: &str = "talk:document";
 /// consumed by its push; the bound only matters if a push never comes (the client
 /// switched documents meanwhile).
 const OWN_POSITIONS: usize = 64;
+/// Pushes held back while the client's own write is unanswered, at most.
+const MAX_HELD: usize = 1_000;
 
 /// The presence room of a document: shared with `/ws` clients that `join` it.
 pub fn room_of(id: &RecordId) -> String {
@@ -321,9 +323,28 @@ impl TalkCodec {
             return; // a push for a document the client has since left
         }
         if self.in_flight.contains_key(&change.id) {
-            self.held.push((kind, change.clone()));
-            return;
+            if self.held.len() < MAX_HELD {
+                self.held.push((kind, change.clone()));
+                return;
+            }
+            // A client that writes without pause keeps a write in flight: rather than
+            // hold the others' changes without bound, let them out; only pushes
+            // already known to be its own are then left out.
+            for (kind, change) in std::mem::take(&mut self.held) {
+                self.emit(kind, &change, msg, out);
+            }
         }
+        self.emit(kind, change, msg, out);
+    }
+
+    /// Sends a push for the open document, unless it is the client's own write.
+    fn emit(
+        &mut self,
+        kind: PushKind,
+        change: &Arc<Change>,
+        msg: &mut MsgNo,
+        out: &mut Vec<String>,
+    ) {
         if let Some(at) = self
             .own_positions
             .iter()
@@ -626,6 +647,20 @@ mod tests {
         assert!(encode(&mut c, &push(change(4, "again")), &mut msg).is_empty());
         let v = encode(&mut c, &push(change(5, "later")), &mut msg);
         assert_eq!(v[0]["data"]["title"], "later");
+    }
+
+    #[test]
+    fn held_pushes_are_bounded() {
+        let mut c = TalkCodec::new();
+        let mut msg = MsgNo::default();
+        c.decode(r#"{"command":"document:open","id":"doc"}"#);
+        c.decode(r#"{"command":"document:update","id":"doc","data":{}}"#);
+        for p in 0..MAX_HELD as u64 {
+            assert!(encode(&mut c, &push(change(p + 10, "x")), &mut msg).is_empty());
+        }
+        let v = encode(&mut c, &push(change(5_000, "y")), &mut msg);
+        assert_eq!(v.len(), MAX_HELD + 1, "in order, none lost");
+        assert_eq!(v[MAX_HELD]["data"]["title"], "y");
     }
 
     #[test]
