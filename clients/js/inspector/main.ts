@@ -16,15 +16,34 @@ const RESOURCE_POLL_MS = 5_000;
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 
 const selected = new URLSearchParams(location.search).get("resource");
-const me = userName();
+// On a server with auth on, open the page as `/#token=<JWT>`: the fragment never
+// leaves the browser, so the token stays out of server and proxy logs.
+const token = new URLSearchParams(location.hash.slice(1)).get("token") ?? undefined;
+const me = tokenSubject(token) ?? userName();
 const client = new TetherClient({
   url: `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`,
+  token,
   // Someone is looking at this page: come back soon after the server does.
   reconnect: { maxDelayMs: 3_000 },
 });
 const store = new TetherStore(client);
 // For debugging from the console (and for the end-to-end tests).
 (globalThis as { tether?: unknown }).tether = { client, store, me };
+
+/**
+ * With auth on, the server lets a caller join rooms only as itself: the token's `sub`.
+ * (Read for display only; the server verifies the token.)
+ */
+function tokenSubject(jwt: string | undefined): string | undefined {
+  try {
+    const payload = jwt?.split(".")[1];
+    if (!payload) return undefined;
+    const sub = JSON.parse(atob(payload.replace(/-/g, "+").replace(/_/g, "/")))?.sub;
+    return typeof sub === "string" ? sub : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 /** A short name per tab, kept across reloads of the tab, shown in others' presence lists. */
 function userName(): string {
@@ -79,7 +98,7 @@ client.on("members", (room, members) => {
 async function loadResources(): Promise<void> {
   let list: { name: string; records: number }[];
   try {
-    const res = await fetch("/api");
+    const res = await fetch("/api", token ? { headers: { authorization: `Bearer ${token}` } } : {});
     list = ((await res.json()) as { resources: { name: string; records: number }[] }).resources;
   } catch {
     return; // the server is away; the connection badge already says so
@@ -90,7 +109,7 @@ async function loadResources(): Promise<void> {
   nav.replaceChildren(
     ...list.map((r) => {
       const a = document.createElement("a");
-      a.href = `/?resource=${encodeURIComponent(r.name)}`;
+      a.href = `/?resource=${encodeURIComponent(r.name)}${location.hash}`; // keeps a #token
       a.dataset.resource = r.name;
       if (r.name === selected) a.className = "on";
       const name = document.createElement("span");
@@ -301,4 +320,4 @@ setInterval(() => {
   if (client.state === "ready") void loadResources();
 }, RESOURCE_POLL_MS);
 client.connect().catch((e) => notice(`cannot connect: ${(e as Error).message}`, "error"));
-client.join(ROOM, me).then(showMembers, () => {});
+client.join(ROOM, me).then(showMembers, (e) => notice(`cannot join the presence room: ${(e as Error).message}`, "error"));

@@ -45,7 +45,7 @@ export interface WebSocketLike {
   onerror: ((ev: any) => void) | null;
   onmessage: ((ev: { data: unknown }) => void) | null;
 }
-export type WebSocketConstructor = new (url: string) => WebSocketLike;
+export type WebSocketConstructor = new (url: string, protocols?: string[]) => WebSocketLike;
 
 export interface ReconnectOptions {
   /** First delay after a lost connection (default 250 ms). */
@@ -69,6 +69,19 @@ export interface ClientOptions {
   connectTimeoutMs?: number;
   /** Backoff for reconnects, or `false` to stay closed when the connection drops. */
   reconnect?: ReconnectOptions | false;
+  /**
+   * A bearer token for servers with auth on, or a function asked at every (re)connect
+   * so a refreshed token is used. Sent as the WebSocket subprotocols `["bearer", token]`,
+   * the one way a browser can send it without putting it in the URL.
+   */
+  token?: string | (() => string | undefined);
+  /**
+   * How often to ping the server while connected (default 25 s; 0 turns it off). A
+   * connection that does not answer within the interval is treated as lost: browsers
+   * cannot see WebSocket pings, and a half-open connection (a laptop waking from sleep)
+   * would otherwise look healthy for minutes.
+   */
+  pingIntervalMs?: number;
 }
 
 export type ConnectionState = "idle" | "connecting" | "ready" | "reconnecting" | "closed";
@@ -283,7 +296,10 @@ export class TetherClient extends Emitter<ClientEvents> {
   private attempt = 0;
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
   private connectTimer: ReturnType<typeof setTimeout> | undefined;
+  private heartbeat: ReturnType<typeof setInterval> | undefined;
   private lastMsg: number | undefined;
+  /** Why the connection last closed, for the error of a `ready()` that will never be. */
+  private lastClose: CloseInfo | undefined;
   private nextReq = 1;
   private nextSub = 1;
   private readonly sent = new Map<number, Pending>();
@@ -294,6 +310,7 @@ export class TetherClient extends Emitter<ClientEvents> {
   private readonly requestTimeoutMs: number;
   private readonly connectTimeoutMs: number;
   private readonly backoff: Required<ReconnectOptions> | false;
+  private readonly pingIntervalMs: number;
 
   constructor(readonly options: ClientOptions) {
     super();
@@ -301,6 +318,7 @@ export class TetherClient extends Emitter<ClientEvents> {
     this.requestTimeoutMs = options.requestTimeoutMs ?? 10_000;
     this.connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
     this.backoff = options.reconnect === false ? false : { ...DEFAULT_RECONNECT, ...options.reconnect };
+    this.pingIntervalMs = options.pingIntervalMs ?? 25_000;
   }
 
   get state(): ConnectionState {
@@ -336,7 +354,8 @@ export class TetherClient extends Emitter<ClientEvents> {
         if (s === "closed") {
           offState();
           offReady();
-          reject(new ClosedError("the client was disconnected"));
+          const why = this.lastClose;
+          reject(new ClosedError(why ? `the connection closed (${why.code}${why.reason ? `: ${why.reason}` : ""})` : "the client was disconnected"));
         }
       });
     });
@@ -347,6 +366,7 @@ export class TetherClient extends Emitter<ClientEvents> {
     this.wanted = false;
     clearTimeout(this.reconnectTimer);
     clearTimeout(this.connectTimer);
+    clearInterval(this.heartbeat);
     const ws = this.ws;
     this.ws = undefined;
     this.connectionNo++;
@@ -361,6 +381,7 @@ export class TetherClient extends Emitter<ClientEvents> {
     const error = () => new ClosedError("the client was disconnected");
     for (const p of [...this.sent.values(), ...this.queue]) this.settle(p, undefined, error());
     this.queue = [];
+    this.lastClose = undefined;
     if (ws) this.emit("close", { code: 1000, reason: "client disconnect", willReconnect: false });
     this.setState("closed");
   }
@@ -377,7 +398,9 @@ export class TetherClient extends Emitter<ClientEvents> {
     this.setState(this.session === undefined && this.attempt === 0 ? "connecting" : "reconnecting");
     let ws: WebSocketLike;
     try {
-      ws = new this.WS!(this.options.url);
+      const { token } = this.options;
+      const bearer = typeof token === "function" ? token() : token;
+      ws = bearer ? new this.WS!(this.options.url, ["bearer", bearer]) : new this.WS!(this.options.url);
     } catch (e) {
       this.emit("error", new TetherError(`cannot open ${this.options.url}: ${String(e)}`));
       this.scheduleReconnect();
@@ -428,6 +451,7 @@ export class TetherClient extends Emitter<ClientEvents> {
 
   private onClosed(code: number, reason: string): void {
     clearTimeout(this.connectTimer);
+    clearInterval(this.heartbeat);
     this.ws = undefined;
     this.connectionNo++;
     // Reads go back into the queue in their original order; writes cannot be known to
@@ -442,7 +466,8 @@ export class TetherClient extends Emitter<ClientEvents> {
     this.sent.clear();
     this.queue = [...requeue, ...this.queue];
     const willReconnect = this.wanted && this.backoff !== false;
-    this.emit("close", { code, reason, willReconnect });
+    this.lastClose = { code, reason, willReconnect };
+    this.emit("close", this.lastClose);
     if (willReconnect) this.scheduleReconnect();
     else {
       this.wanted = false;
@@ -583,10 +608,23 @@ export class TetherClient extends Emitter<ClientEvents> {
   private becomeReady(): void {
     this.attempt = 0;
     this.setState("ready");
+    this.startHeartbeat();
     const queue = this.queue;
     this.queue = [];
     for (const p of queue) this.transmit(p);
     this.emit("ready");
+  }
+
+  private startHeartbeat(): void {
+    clearInterval(this.heartbeat);
+    if (this.pingIntervalMs <= 0) return;
+    const no = this.connectionNo;
+    this.heartbeat = setInterval(() => {
+      if (no !== this.connectionNo || this._state !== "ready") return;
+      this.request({ type: "ping" }, { internal: true, timeoutMs: this.pingIntervalMs }).catch((e) => {
+        if (e instanceof TimeoutError && no === this.connectionNo) this.dropSocket(4000, "no answer to ping");
+      });
+    }, this.pingIntervalMs);
   }
 
   private onReply(req: Json | undefined, ok: unknown, err: ErrorMessage | undefined): void {
@@ -695,6 +733,22 @@ export class TetherClient extends Emitter<ClientEvents> {
   /** Sends an ephemeral message to a topic's subscribers. */
   async publish(topic: string, data: Json, options?: RequestOptions): Promise<void> {
     await this.request({ type: "publish", topic, data }, options);
+  }
+
+  /**
+   * Tells the server this client dropped a record (or, without `id`, a whole resource)
+   * from its store (seed 001): it releases the matching subscriptions and returns their
+   * names. The client forgets them too.
+   */
+  async flush(resource: string, id?: string, options?: RequestOptions): Promise<string[]> {
+    const r = await this.request({ type: "flush", resource, ...(id === undefined ? {} : { id }) }, options);
+    for (const name of r.subs ?? []) {
+      const sub = this.subs.get(name);
+      if (!sub) continue;
+      this.subs.delete(name);
+      sub.state = "closed";
+    }
+    return r.subs ?? [];
   }
 
   /** A round trip to the server. */

@@ -255,7 +255,10 @@ var TetherClient = class extends Emitter {
     __publicField(this, "attempt", 0);
     __publicField(this, "reconnectTimer");
     __publicField(this, "connectTimer");
+    __publicField(this, "heartbeat");
     __publicField(this, "lastMsg");
+    /** Why the connection last closed, for the error of a `ready()` that will never be. */
+    __publicField(this, "lastClose");
     __publicField(this, "nextReq", 1);
     __publicField(this, "nextSub", 1);
     __publicField(this, "sent", /* @__PURE__ */ new Map());
@@ -266,10 +269,12 @@ var TetherClient = class extends Emitter {
     __publicField(this, "requestTimeoutMs");
     __publicField(this, "connectTimeoutMs");
     __publicField(this, "backoff");
+    __publicField(this, "pingIntervalMs");
     this.WS = options.WebSocket ?? globalThis.WebSocket;
     this.requestTimeoutMs = options.requestTimeoutMs ?? 1e4;
     this.connectTimeoutMs = options.connectTimeoutMs ?? 1e4;
     this.backoff = options.reconnect === false ? false : { ...DEFAULT_RECONNECT, ...options.reconnect };
+    this.pingIntervalMs = options.pingIntervalMs ?? 25e3;
   }
   get state() {
     return this._state;
@@ -301,7 +306,8 @@ var TetherClient = class extends Emitter {
         if (s === "closed") {
           offState();
           offReady();
-          reject(new ClosedError("the client was disconnected"));
+          const why = this.lastClose;
+          reject(new ClosedError(why ? `the connection closed (${why.code}${why.reason ? `: ${why.reason}` : ""})` : "the client was disconnected"));
         }
       });
     });
@@ -311,6 +317,7 @@ var TetherClient = class extends Emitter {
     this.wanted = false;
     clearTimeout(this.reconnectTimer);
     clearTimeout(this.connectTimer);
+    clearInterval(this.heartbeat);
     const ws = this.ws;
     this.ws = void 0;
     this.connectionNo++;
@@ -324,6 +331,7 @@ var TetherClient = class extends Emitter {
     const error = () => new ClosedError("the client was disconnected");
     for (const p of [...this.sent.values(), ...this.queue]) this.settle(p, void 0, error());
     this.queue = [];
+    this.lastClose = void 0;
     if (ws) this.emit("close", { code: 1e3, reason: "client disconnect", willReconnect: false });
     this.setState("closed");
   }
@@ -338,7 +346,9 @@ var TetherClient = class extends Emitter {
     this.setState(this.session === void 0 && this.attempt === 0 ? "connecting" : "reconnecting");
     let ws;
     try {
-      ws = new this.WS(this.options.url);
+      const { token: token2 } = this.options;
+      const bearer = typeof token2 === "function" ? token2() : token2;
+      ws = bearer ? new this.WS(this.options.url, ["bearer", bearer]) : new this.WS(this.options.url);
     } catch (e) {
       this.emit("error", new TetherError(`cannot open ${this.options.url}: ${String(e)}`));
       this.scheduleReconnect();
@@ -383,6 +393,7 @@ var TetherClient = class extends Emitter {
   }
   onClosed(code, reason) {
     clearTimeout(this.connectTimer);
+    clearInterval(this.heartbeat);
     this.ws = void 0;
     this.connectionNo++;
     const requeue = [];
@@ -394,7 +405,8 @@ var TetherClient = class extends Emitter {
     this.sent.clear();
     this.queue = [...requeue, ...this.queue];
     const willReconnect = this.wanted && this.backoff !== false;
-    this.emit("close", { code, reason, willReconnect });
+    this.lastClose = { code, reason, willReconnect };
+    this.emit("close", this.lastClose);
     if (willReconnect) this.scheduleReconnect();
     else {
       this.wanted = false;
@@ -522,10 +534,22 @@ var TetherClient = class extends Emitter {
   becomeReady() {
     this.attempt = 0;
     this.setState("ready");
+    this.startHeartbeat();
     const queue = this.queue;
     this.queue = [];
     for (const p of queue) this.transmit(p);
     this.emit("ready");
+  }
+  startHeartbeat() {
+    clearInterval(this.heartbeat);
+    if (this.pingIntervalMs <= 0) return;
+    const no = this.connectionNo;
+    this.heartbeat = setInterval(() => {
+      if (no !== this.connectionNo || this._state !== "ready") return;
+      this.request({ type: "ping" }, { internal: true, timeoutMs: this.pingIntervalMs }).catch((e) => {
+        if (e instanceof TimeoutError && no === this.connectionNo) this.dropSocket(4e3, "no answer to ping");
+      });
+    }, this.pingIntervalMs);
   }
   onReply(req, ok, err) {
     const p = typeof req === "number" ? this.sent.get(req) : void 0;
@@ -614,6 +638,21 @@ var TetherClient = class extends Emitter {
   /** Sends an ephemeral message to a topic's subscribers. */
   async publish(topic, data, options) {
     await this.request({ type: "publish", topic, data }, options);
+  }
+  /**
+   * Tells the server this client dropped a record (or, without `id`, a whole resource)
+   * from its store (seed 001): it releases the matching subscriptions and returns their
+   * names. The client forgets them too.
+   */
+  async flush(resource, id, options) {
+    const r = await this.request({ type: "flush", resource, ...id === void 0 ? {} : { id } }, options);
+    for (const name of r.subs ?? []) {
+      const sub = this.subs.get(name);
+      if (!sub) continue;
+      this.subs.delete(name);
+      sub.state = "closed";
+    }
+    return r.subs ?? [];
   }
   /** A round trip to the server. */
   async ping(options) {
@@ -1013,14 +1052,26 @@ var ROOM = "inspector";
 var RESOURCE_POLL_MS = 5e3;
 var $ = (id) => document.getElementById(id);
 var selected = new URLSearchParams(location.search).get("resource");
-var me = userName();
+var token = new URLSearchParams(location.hash.slice(1)).get("token") ?? void 0;
+var me = tokenSubject(token) ?? userName();
 var client = new TetherClient({
   url: `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`,
+  token,
   // Someone is looking at this page: come back soon after the server does.
   reconnect: { maxDelayMs: 3e3 }
 });
 var store = new TetherStore(client);
 globalThis.tether = { client, store, me };
+function tokenSubject(jwt) {
+  try {
+    const payload = jwt?.split(".")[1];
+    if (!payload) return void 0;
+    const sub = JSON.parse(atob(payload.replace(/-/g, "+").replace(/_/g, "/")))?.sub;
+    return typeof sub === "string" ? sub : void 0;
+  } catch {
+    return void 0;
+  }
+}
 function userName() {
   const key = "tether-inspector-user";
   let name = sessionStorage.getItem(key);
@@ -1065,7 +1116,7 @@ client.on("members", (room, members) => {
 async function loadResources() {
   let list;
   try {
-    const res = await fetch("/api");
+    const res = await fetch("/api", token ? { headers: { authorization: `Bearer ${token}` } } : {});
     list = (await res.json()).resources;
   } catch {
     return;
@@ -1076,7 +1127,7 @@ async function loadResources() {
   nav.replaceChildren(
     ...list.map((r) => {
       const a = document.createElement("a");
-      a.href = `/?resource=${encodeURIComponent(r.name)}`;
+      a.href = `/?resource=${encodeURIComponent(r.name)}${location.hash}`;
       a.dataset.resource = r.name;
       if (r.name === selected) a.className = "on";
       const name = document.createElement("span");
@@ -1266,5 +1317,4 @@ setInterval(() => {
   if (client.state === "ready") void loadResources();
 }, RESOURCE_POLL_MS);
 client.connect().catch((e) => notice(`cannot connect: ${e.message}`, "error"));
-client.join(ROOM, me).then(showMembers, () => {
-});
+client.join(ROOM, me).then(showMembers, (e) => notice(`cannot join the presence room: ${e.message}`, "error"));

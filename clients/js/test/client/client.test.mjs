@@ -267,6 +267,35 @@ describe("reconnect and resume", () => {
     c.disconnect();
   });
 
+  test("a connection that stops answering pings is dropped and replaced", async () => {
+    const net = controlledSockets();
+    const c = new TetherClient({ url: server.ws, WebSocket: net.WebSocket, pingIntervalMs: 100, reconnect: { initialDelayMs: 20, maxDelayMs: 50 } });
+    await c.connect();
+    const sub = c.subscribe({ resource: "pings" });
+    await sub.ready();
+    // The first connection goes silent (half-open): nothing it receives arrives.
+    net.dropIncoming = (_text, connection) => connection === 1;
+    await eventually(() => net.opened === 2 && c.state === "ready", { what: "a second connection" });
+    await writer.create("pings", { ok: true }, { id: "p1" });
+    await eventually(() => sub.records.has("p1"), { what: "live again" });
+    c.disconnect();
+  });
+
+  test("flush releases the subscriptions of a dropped record", async () => {
+    const c = client(server);
+    await c.connect();
+    const one = c.subscribe({ resource: "flushed", id: "f1" });
+    const other = c.subscribe({ resource: "flushed", id: "f2" });
+    await Promise.all([one.ready(), other.ready()]);
+    assert.deepEqual(await c.flush("flushed", "f1"), [one.name]);
+    assert.equal(one.state, "closed");
+    await writer.create("flushed", { n: 1 }, { id: "f1" });
+    await writer.create("flushed", { n: 2 }, { id: "f2" });
+    await eventually(() => other.records.has("f2"), { what: "f2" });
+    assert.equal(one.records.size, 0);
+    c.disconnect();
+  });
+
   test("a skipped message number makes the client reconnect and resume", async () => {
     const net = controlledSockets();
     const c = new TetherClient({ url: server.ws, WebSocket: net.WebSocket, reconnect: { initialDelayMs: 30, maxDelayMs: 60 } });

@@ -40,10 +40,10 @@ export function tempDataDir() {
 
 /**
  * Starts `tether serve` on `listen` (default an ephemeral port) with `dataDir` (default
- * a new temporary one) and resolves once it printed its address.
+ * a new temporary one) and extra `args`, and resolves once it printed its address.
  */
-export async function startServer({ dataDir = tempDataDir(), listen = "127.0.0.1:0" } = {}) {
-  const child = spawn(tetherBinary(), ["serve", "--listen", listen, "--data", dataDir], {
+export async function startServer({ dataDir = tempDataDir(), listen = "127.0.0.1:0", args = [] } = {}) {
+  const child = spawn(tetherBinary(), ["serve", "--listen", listen, "--data", dataDir, ...args], {
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, TETHER_LOG: process.env.TETHER_LOG ?? "warn" },
   });

@@ -8,7 +8,7 @@ export function controlledSockets() {
   const ctl = {
     /** While true, new connections fail at once, as if the server were unreachable. */
     blocked: false,
-    /** Return true to swallow an incoming frame before the client sees it. */
+    /** `(text, connectionNumber)`: return true to swallow an incoming frame before the client sees it. */
     dropIncoming: null,
     sockets: [],
     opened: 0,
@@ -30,7 +30,7 @@ export function controlledSockets() {
         }, 5);
         return;
       }
-      ctl.opened++;
+      const number = ++ctl.opened;
       const ws = (this.ws = new WebSocket(url));
       ctl.sockets.push(this);
       ws.onopen = (e) => {
@@ -44,7 +44,7 @@ export function controlledSockets() {
       };
       ws.onerror = (e) => this.onerror?.(e);
       ws.onmessage = (e) => {
-        if (ctl.dropIncoming?.(String(e.data))) return;
+        if (ctl.dropIncoming?.(String(e.data), number)) return;
         this.onmessage?.({ data: String(e.data) });
       };
     }
