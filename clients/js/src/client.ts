@@ -577,6 +577,7 @@ export class TetherClient extends Emitter<ClientEvents> {
     }
     // Take the old session over, so presence identity continues, and restore every
     // subscription from its own position (exact even with several subscriptions).
+    const no = this.connectionNo;
     const body = {
       type: "resume",
       session: previous,
@@ -588,7 +589,13 @@ export class TetherClient extends Emitter<ClientEvents> {
         this.emit("init", this.session);
       })
       .catch((e: TetherError) => {
-        if (e instanceof ConnectionLostError) throw e;
+        if (e instanceof ConnectionLostError || no !== this.connectionNo) throw e;
+        if (e instanceof TimeoutError) {
+          // No answer says nothing about the subscriptions; subscribing them again could
+          // collide with ones the server did restore. Start over on a new connection.
+          this.dropSocket(4000, "resume timed out");
+          throw e;
+        }
         // The server refused the resume as a whole: fall back to a fresh session and
         // subscribe again one by one (each still from its own position).
         this.emit("error", e);

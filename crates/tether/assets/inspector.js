@@ -508,6 +508,7 @@ var TetherClient = class extends Emitter {
       this.rejoinRooms();
       return this.becomeReady();
     }
+    const no = this.connectionNo;
     const body = {
       type: "resume",
       session: previous,
@@ -517,7 +518,11 @@ var TetherClient = class extends Emitter {
       this.session = r.session ?? previous;
       this.emit("init", this.session);
     }).catch((e) => {
-      if (e instanceof ConnectionLostError) throw e;
+      if (e instanceof ConnectionLostError || no !== this.connectionNo) throw e;
+      if (e instanceof TimeoutError) {
+        this.dropSocket(4e3, "resume timed out");
+        throw e;
+      }
       this.emit("error", e);
       this.session = w.session;
       this.emit("init", w.session);
