@@ -28,6 +28,11 @@ pub enum ErrorCode {
     TooLarge,
     /// A per-connection limit (subscriptions, rate) was reached.
     LimitExceeded,
+    /// No valid credentials: the token is missing (and anonymous access is off),
+    /// expired, or not signed by a configured key.
+    Unauthorized,
+    /// The caller is known but an access rule does not allow this.
+    Forbidden,
     /// No subscription with that id on this connection.
     UnknownSubscription,
     /// The store or bus failed; the write was not acknowledged.
@@ -48,6 +53,8 @@ impl ErrorCode {
             ErrorCode::VersionConflict => "version_conflict",
             ErrorCode::TooLarge => "too_large",
             ErrorCode::LimitExceeded => "limit_exceeded",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
             ErrorCode::UnknownSubscription => "unknown_subscription",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
@@ -62,6 +69,8 @@ impl ErrorCode {
             | ErrorCode::UnknownType
             | ErrorCode::InvalidName
             | ErrorCode::UnknownSubscription => 400,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::AlreadyExists => 409,
             ErrorCode::VersionConflict => 412,

@@ -6,10 +6,12 @@
 //! - [`subscription`]: the subscriber index and how a change looks to a subscription.
 //! - [`outbox`]: each connection's bounded, ordered queue.
 //! - [`presence`]: who is in which room.
+//! - [`access`]: identities and the access policy every read, write and push obeys.
 //! - [`knobs`]: every tunable.
 //!
 //! The engine imports no dialect and no socket type, and never awaits a client.
 
+pub mod access;
 pub mod commit;
 pub mod hub;
 pub mod knobs;
@@ -31,12 +33,18 @@ use tether_core::{
 use tether_store::{ConsistentRead, ReadTarget, Replay, ResourceInfo, Store};
 use tokio::sync::{mpsc, oneshot};
 
+pub use access::{Access, Identity, ReadGuard};
 pub use knobs::Knobs;
 pub use outbox::{Closed, Outbox};
 pub use presence::Presence;
 
-/// A closed session's subscriptions, and when it closed.
-type Retained = (Vec<(Arc<str>, Arc<SubSpec>)>, Instant);
+/// A closed session's subscriptions, when it closed, and who it was (so another
+/// caller cannot take them over with a resume).
+type Retained = (Vec<(Arc<str>, Arc<SubSpec>)>, Instant, Option<Arc<str>>);
+
+/// How often a checked write retries when the record changed between its access check
+/// and its commit (see [`Engine::write_as`]).
+const CHECKED_WRITE_ATTEMPTS: usize = 5;
 
 /// A cheap-clone handle to the running engine.
 #[derive(Clone)]
@@ -51,6 +59,7 @@ struct Inner {
     writes: mpsc::Sender<PendingWrite>,
     knobs: Knobs,
     presence: Presence,
+    access: Access,
     /// Subscriptions of closed sessions, for `resume` without a subscription list.
     retained: Mutex<HashMap<Arc<str>, Retained>>,
 }
@@ -64,8 +73,19 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// Starts the committer and the hub on the current tokio runtime.
+    /// Starts the committer and the hub on the current tokio runtime, with no access
+    /// rules (everything allowed).
     pub async fn start(store: Arc<dyn Store>, bus: Arc<dyn Bus>, knobs: Knobs) -> Result<Engine> {
+        Engine::start_with_access(store, bus, knobs, Access::open()).await
+    }
+
+    /// Like [`Engine::start`], enforcing `access` on every `*_as` call and subscription.
+    pub async fn start_with_access(
+        store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
+        knobs: Knobs,
+        access: Access,
+    ) -> Result<Engine> {
         let head = store.head().await?;
         let hub = Arc::new(Hub::new(head));
         let (writes, queue) = mpsc::channel(knobs.commit_queue);
@@ -92,6 +112,7 @@ impl Engine {
                 writes,
                 knobs,
                 presence: Presence::default(),
+                access,
                 retained: Mutex::new(HashMap::new()),
             }),
         })
@@ -112,6 +133,10 @@ impl Engine {
 
     pub fn presence(&self) -> &Presence {
         &self.inner.presence
+    }
+
+    pub fn access(&self) -> &Access {
+        &self.inner.access
     }
 
     pub fn new_outbox(&self) -> Arc<Outbox> {
@@ -147,6 +172,159 @@ impl Engine {
         outcome
             .await
             .map_err(|_| Error::unavailable("the committer stopped before answering"))?
+    }
+
+    // ---- the same, as a caller (checked against the access rules) ----------------
+    //
+    // The plain calls above are for trusted code (sources, tools). Everything a client
+    // asks for (every dialect and the HTTP API) goes through these.
+
+    /// [`Engine::get`] as `who`. A record `who` may not read is `forbidden`, as is any
+    /// record of a resource `who` may read nothing of.
+    pub async fn get_as(
+        &self,
+        who: &Arc<Identity>,
+        resource: &ResourceName,
+        id: &RecordId,
+    ) -> Result<Option<Record>> {
+        let access = &self.inner.access;
+        if access.is_open() {
+            return self.get(resource, id).await;
+        }
+        let denied =
+            || access::forbidden(format!("{} may not read {resource}/{id}", who.describe()));
+        if let ReadGuard::None = access.read_guard(who, resource) {
+            return Err(denied());
+        }
+        match self.get(resource, id).await? {
+            Some(r) if !access.may_read(who, resource, id, &r.data) => Err(denied()),
+            found => Ok(found),
+        }
+    }
+
+    /// [`Engine::query`] as `who`: only the records `who` may read. The limit applies
+    /// after that filter, so a caller gets up to `limit` records it may see.
+    pub async fn query_as(
+        &self,
+        who: &Arc<Identity>,
+        resource: &ResourceName,
+        query: &Query,
+    ) -> Result<Vec<Record>> {
+        match self.inner.access.read_guard(who, resource) {
+            ReadGuard::All => self.query(resource, query).await,
+            ReadGuard::None => Err(access::forbidden(format!(
+                "{} may not read {resource}",
+                who.describe()
+            ))),
+            guard @ ReadGuard::Check(_) => {
+                let unlimited = Query {
+                    limit: None,
+                    ..query.clone()
+                };
+                let mut records = self.query(resource, &unlimited).await?;
+                records.retain(|r| guard.allows(&r.id, &r.data));
+                if let Some(limit) = query.limit {
+                    records.truncate(limit);
+                }
+                Ok(records)
+            }
+        }
+    }
+
+    /// [`Engine::write`] as `who`: allowed only if `who` may write the record as it
+    /// stands (when it exists) and as the write leaves it (unless deleted). The check
+    /// reads the record first; the write is then pinned to the version it checked, so
+    /// a change slipping in between makes it re-check instead of writing past a rule
+    /// (a client's own expected version, if any, is kept as it is).
+    pub async fn write_as(&self, who: &Arc<Identity>, write: Write) -> Result<Arc<Change>> {
+        let access = &self.inner.access;
+        if access.is_open() {
+            return self.write(write).await;
+        }
+        let mut attempt = 1;
+        loop {
+            let before = self.get(&write.resource, &write.id).await?;
+            let (resource, id) = (&write.resource, &write.id);
+            // Refuse before `apply` can answer with the stored version of a record the
+            // caller may not touch.
+            if let Some(b) = &before {
+                if !access.may_write(who, resource, id, Some(&b.data)) {
+                    return Err(access::forbidden(format!(
+                        "{} may not write {resource}/{id}",
+                        who.describe()
+                    )));
+                }
+            }
+            let stored = before.as_ref().map(|r| tether_core::write::Stored {
+                version: r.version,
+                data: Some(r.data.clone()),
+            });
+            let applied = write.apply(stored.as_ref())?;
+            access::check_write(
+                access,
+                who,
+                resource,
+                id,
+                before.as_ref().map(|r| &r.data),
+                applied.data.as_ref(),
+            )?;
+            let mut pinned = write.clone();
+            if pinned.expected_version.is_none() {
+                pinned.expected_version = Some(before.as_ref().map_or(0, |r| r.version));
+            }
+            match self.write(pinned).await {
+                Err(e)
+                    if e.code == ErrorCode::VersionConflict
+                        && write.expected_version.is_none()
+                        && attempt < CHECKED_WRITE_ATTEMPTS =>
+                {
+                    attempt += 1;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    /// [`Engine::publish_to`] as `who`.
+    pub async fn publish_as(
+        &self,
+        who: &Arc<Identity>,
+        topic: &str,
+        data: serde_json::Value,
+        audience: Audience,
+    ) -> Result<()> {
+        if !self.inner.access.may_publish(who, topic) {
+            return Err(access::forbidden(format!(
+                "{} may not publish to topic {topic:?}",
+                who.describe()
+            )));
+        }
+        self.publish_to(topic, data, audience).await
+    }
+
+    /// Whether `who` may join presence room `room`. A record's room (`<resource>/<id>`,
+    /// seed 003's documents as rooms) needs read access to that record: its members
+    /// see who edits it and what they relay. Any other room follows the rooms rule.
+    pub async fn check_join(&self, who: &Arc<Identity>, room: &str) -> Result<()> {
+        let access = &self.inner.access;
+        if access.is_open() {
+            return Ok(());
+        }
+        let allowed = match access::record_room(room) {
+            Some((resource, id)) => self
+                .get(&resource, &id)
+                .await?
+                .is_some_and(|r| access.may_read(who, &resource, &id, &r.data)),
+            None => access.may_join_room(who, room),
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(access::forbidden(format!(
+                "{} may not join room {room:?}",
+                who.describe()
+            )))
+        }
     }
 
     /// Sends an ephemeral message to a topic's subscribers on every node.
@@ -187,7 +365,8 @@ impl Engine {
     ) -> Result<()> {
         let name: Arc<str> = name.into();
         let spec = Arc::new(spec);
-        self.register(outbox, &name, &spec)?;
+        let guard = self.guard_for(&outbox.identity(), &spec.target)?;
+        self.register(outbox, &name, &spec, guard.clone())?;
         if let SubTarget::Topic { .. } = spec.target {
             outbox.push(Outbound::Snapshot {
                 tag,
@@ -227,7 +406,21 @@ impl Engine {
             }
         };
         let head = view.head;
-        let records = view.results.into_iter().next().unwrap_or_default();
+        let mut records = view.results.into_iter().next().unwrap_or_default();
+        if guard.filters() {
+            let found = records.len();
+            records.retain(|r| guard.allows(&r.id, &r.data));
+            // Like `get_as`: watching one record the caller may not read is refused.
+            if let SubTarget::Record { resource, id } = &spec.target {
+                if found > records.len() {
+                    self.unsubscribe(outbox, &name);
+                    return Err(access::forbidden(format!(
+                        "{} may not read {resource}/{id}",
+                        outbox.identity().describe()
+                    )));
+                }
+            }
+        }
         let replay = match view.changes {
             Some(Replay::Changes(changes)) => Some(changes),
             Some(Replay::Compacted) => {
@@ -286,7 +479,42 @@ impl Engine {
         Ok(())
     }
 
-    fn register(&self, outbox: &Arc<Outbox>, name: &Arc<str>, spec: &Arc<SubSpec>) -> Result<()> {
+    /// What `who` may see through a subscription to `target`; refused outright when
+    /// that is nothing.
+    fn guard_for(&self, who: &Arc<Identity>, target: &SubTarget) -> Result<ReadGuard> {
+        let access = &self.inner.access;
+        let guard = match target {
+            SubTarget::Topic { topic } => {
+                if access.may_subscribe_topic(who, topic) {
+                    return Ok(ReadGuard::All);
+                }
+                ReadGuard::None
+            }
+            SubTarget::Record { resource, .. } | SubTarget::Query { resource, .. } => {
+                access.read_guard(who, resource)
+            }
+        };
+        match guard {
+            ReadGuard::None => Err(access::forbidden(format!(
+                "{} may not subscribe to {}",
+                who.describe(),
+                match target {
+                    SubTarget::Topic { topic } => format!("topic {topic:?}"),
+                    SubTarget::Record { resource, id } => format!("{resource}/{id}"),
+                    SubTarget::Query { resource, .. } => format!("{resource}"),
+                }
+            ))),
+            guard => Ok(guard),
+        }
+    }
+
+    fn register(
+        &self,
+        outbox: &Arc<Outbox>,
+        name: &Arc<str>,
+        spec: &Arc<SubSpec>,
+        guard: ReadGuard,
+    ) -> Result<()> {
         let mut state = outbox.lock();
         if state.subs.contains_key(name) {
             return Err(Error::bad_request(format!(
@@ -313,6 +541,7 @@ impl Engine {
             },
         );
         let mut sub = SubState::pending(name.clone(), spec.clone(), entry);
+        sub.guard = guard;
         if let SubTarget::Topic { .. } = spec.target {
             sub.pending = None;
         }
@@ -386,15 +615,16 @@ impl Engine {
         }
         self.inner.presence.leave_all(outbox);
         outbox.close();
+        let who = outbox.identity().subject.clone();
         let mut retained = self
             .inner
             .retained
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         let keep = self.inner.knobs.session_retention;
-        retained.retain(|_, (_, at)| at.elapsed() < keep);
+        retained.retain(|_, (_, at, _)| at.elapsed() < keep);
         if !subs.is_empty() {
-            retained.insert(session.into(), (subs, Instant::now()));
+            retained.insert(session.into(), (subs, Instant::now(), who));
         }
     }
 
@@ -408,8 +638,29 @@ impl Engine {
         let keep = self.inner.knobs.session_retention;
         retained
             .remove(session)
-            .filter(|(_, at)| at.elapsed() < keep)
-            .map(|(subs, _)| subs)
+            .filter(|(_, at, _)| at.elapsed() < keep)
+            .map(|(subs, _, _)| subs)
+    }
+
+    /// [`Engine::recall`] for `who`: only a session of the same subject is handed back
+    /// (with access rules on), so a guessed session id reveals nothing.
+    pub fn recall_as(
+        &self,
+        who: &Identity,
+        session: &str,
+    ) -> Option<Vec<(Arc<str>, Arc<SubSpec>)>> {
+        if !self.inner.access.is_open() {
+            let retained = self
+                .inner
+                .retained
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let owner = retained.get(session).map(|(_, _, s)| s.clone());
+            if owner.is_some_and(|owner| owner != who.subject) {
+                return None;
+            }
+        }
+        self.recall(session)
     }
 }
 

@@ -8,6 +8,7 @@
 //! nothing). Subscription state lives under the same lock so that the switch from
 //! "snapshot being read" to "live" cannot interleave with a push.
 
+use crate::access::Identity;
 use crate::subscription::{SubState, SubView};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,6 +47,9 @@ pub(crate) struct State {
     /// The session the connection speaks for, so a topic message addressed to some
     /// sessions (`Audience::sessions`) finds them without a registry of its own.
     session: Option<Arc<str>>,
+    /// Who the connection authenticated as; every subscription is checked against it.
+    /// `None` until the session sets it, which counts as anonymous (deny by default).
+    identity: Option<Arc<Identity>>,
 }
 
 impl State {
@@ -163,6 +167,19 @@ impl Outbox {
     /// takes over another session with `resume`).
     pub fn set_session(&self, session: &Arc<str>) {
         self.lock().session = Some(session.clone());
+    }
+
+    /// Sets who the connection speaks for (once, at connect, from its token).
+    pub fn set_identity(&self, identity: Arc<Identity>) {
+        self.lock().identity = Some(identity);
+    }
+
+    /// Who the connection speaks for; anonymous if the session never said.
+    pub fn identity(&self) -> Arc<Identity> {
+        self.lock()
+            .identity
+            .clone()
+            .unwrap_or_else(|| Arc::new(Identity::anonymous()))
     }
 }
 

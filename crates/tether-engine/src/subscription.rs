@@ -6,6 +6,7 @@
 //! subscription should see: a query subscription sees records enter (PUT), change
 //! (PUT/PATCH) and leave (DELETE).
 
+use crate::access::ReadGuard;
 use crate::outbox::Outbox;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,8 +26,13 @@ pub(crate) struct SubState {
     pub(crate) pending: Option<Vec<Arc<Change>>>,
     /// Changes at or below this position are already in the snapshot or replay.
     pub(crate) min_pos: Position,
-    /// For filtered query subscriptions: ids the client currently holds.
+    /// For filtered query subscriptions (and any subscription whose reads are
+    /// checked record by record): ids the client currently holds.
     pub(crate) members: HashSet<RecordId>,
+    /// What the connection's identity may read here. A record it may not read is
+    /// treated like one outside the query: never pushed, and a held one that stops
+    /// being readable leaves with a DELETE.
+    pub(crate) guard: ReadGuard,
     /// The hub index entry, for removal.
     pub(crate) entry: u64,
     name: Arc<str>,
@@ -46,6 +52,7 @@ impl SubState {
             pending: Some(Vec::new()),
             min_pos: Position::ZERO,
             members: HashSet::new(),
+            guard: ReadGuard::All,
             name,
         }
     }
@@ -80,24 +87,30 @@ impl SubState {
     /// `members_known` false (a replay from a client position, whose holdings the
     /// server cannot know) a filtered query sends whole records and deletes for
     /// anything that does not match; deleting an id the client lacks is harmless.
+    /// Not so for a record the client may not read: a DELETE would reveal its id, so
+    /// a replay never sends one for a record it has not shown the client itself.
     pub(crate) fn kind_for(&mut self, change: &Change, members_known: bool) -> Option<PushKind> {
         let as_is = match change.kind {
             ChangeKind::Put => PushKind::Put,
             ChangeKind::Patch => PushKind::Patch,
             ChangeKind::Delete => PushKind::Delete,
         };
+        let guarded = self.guard.filters();
         match &self.spec.target {
-            SubTarget::Record { .. } => Some(as_is),
-            SubTarget::Query { query, .. } if query.filter.is_empty() => Some(as_is),
-            SubTarget::Query { query, .. } => {
-                let now = change.data.as_ref().is_some_and(|d| query.matches(d));
+            SubTarget::Record { .. } if !guarded => Some(as_is),
+            SubTarget::Query { query, .. } if query.filter.is_empty() && !guarded => Some(as_is),
+            SubTarget::Record { .. } | SubTarget::Query { .. } => {
+                let now = change.data.as_ref().is_some_and(|d| {
+                    self.spec.target.matches(&change.id, d) && self.guard.allows(&change.id, d)
+                });
                 let was = self.members.contains(&change.id);
                 if now {
                     self.members.insert(change.id.clone());
                 } else {
                     self.members.remove(&change.id);
                 }
-                match (was || !members_known, now) {
+                let maybe_held = !members_known && !guarded;
+                match (was || maybe_held, now) {
                     (true, true) if members_known => Some(as_is),
                     (_, true) => Some(PushKind::Put),
                     (true, false) => Some(PushKind::Delete),
