@@ -6,11 +6,12 @@
 //! may drop messages), so the engine's hub notices a position gap and reads what it
 //! missed back from the store.
 //!
-//! Implementations: [`local::LocalBus`] (in-process, the default). A networked bus
-//! (NATS) implements the same trait and forwards what it receives into a local
-//! broadcast, so the hub code does not change.
+//! Implementations: [`local::LocalBus`] (in-process, the default) and
+//! [`nats::NatsBus`] (several nodes). The networked bus implements the same trait and
+//! forwards what it receives into a local broadcast, so the hub code does not change.
 
 pub mod local;
+pub mod nats;
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -19,6 +20,7 @@ use tether_core::{Audience, Change, Result};
 use tokio::sync::broadcast;
 
 pub use local::LocalBus;
+pub use nats::NatsBus;
 
 #[derive(Debug, Clone)]
 pub enum BusMessage {

@@ -7,8 +7,8 @@ use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
-use tether_bus::{Bus, LocalBus};
-use tether_core::{Error, Result};
+use tether_bus::{Bus, LocalBus, NatsBus};
+use tether_core::{Epoch, Error, Result};
 use tether_engine::{Engine, Knobs};
 use tether_store::{PostgresStore, SqliteStore, Store};
 use tokio::net::TcpListener;
@@ -88,11 +88,16 @@ async fn open_store(config: &Config) -> Result<(Arc<dyn Store>, String)> {
     }
 }
 
-fn open_bus(config: &Config) -> Result<Arc<dyn Bus>> {
+/// The bus for this store: in-process, or NATS shared by the nodes of one store (the
+/// epoch names the subjects, so stores sharing one NATS never mix).
+async fn open_bus(config: &Config, epoch: &Epoch) -> Result<Arc<dyn Bus>> {
     match config.bus.as_deref() {
         None | Some("local") => Ok(Arc::new(LocalBus::new())),
+        Some(url) if url.starts_with("nats://") => {
+            Ok(Arc::new(NatsBus::connect(url, epoch).await?))
+        }
         Some(url) => Err(Error::bad_request(format!(
-            "--bus {url:?}: only the in-process bus is in this build; leave --bus out"
+            "--bus {url:?}: expected nats://HOST:PORT, or leave --bus out for one node"
         ))),
     }
 }
@@ -106,7 +111,7 @@ pub async fn start(config: Config) -> Result<Server> {
         .local_addr()
         .map_err(|e| Error::unavailable(format!("cannot read the bound address: {e}")))?;
     let (store, store_location) = open_store(&config).await?;
-    let bus = open_bus(&config)?;
+    let bus = open_bus(&config, store.epoch()).await?;
     let engine = Engine::start(
         store,
         bus,
