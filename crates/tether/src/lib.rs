@@ -7,6 +7,7 @@
 //! - [`server`]: opens the store and bus, starts the engine, serves.
 //! - [`config`]: flags and defaults; [`close_codes`]: the close codes we send.
 //! - [`inspector`]: the web page at `/`.
+//! - [`telemetry`]: the Prometheus recorder behind `/metrics`, request ids in logs.
 //!
 //! The engine, store, bus, dialects and core types live in their own crates.
 
@@ -15,6 +16,7 @@ pub mod config;
 pub mod inspector;
 pub mod server;
 pub mod session;
+pub mod telemetry;
 pub mod transport;
 
 pub use config::Config;

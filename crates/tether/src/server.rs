@@ -4,9 +4,9 @@
 use crate::config::Config;
 use crate::{inspector, transport};
 use axum::Router;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use tether_bus::{Bus, LocalBus, NatsBus};
 use tether_core::{Epoch, Error, Result};
 use tether_engine::{Engine, Knobs};
@@ -55,14 +55,8 @@ pub fn app(state: AppState) -> Router {
         .merge(transport::http::routes())
         .merge(inspector::routes())
         .with_state(state)
-}
-
-fn metrics_handle() -> Option<PrometheusHandle> {
-    // The recorder is process-global; tests start many servers in one process.
-    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| PrometheusBuilder::new().install_recorder().ok())
-        .clone()
+        // Request ids in log lines, and HTTP metrics (telemetry.rs).
+        .layer(axum::middleware::from_fn(crate::telemetry::trace_http))
 }
 
 async fn open_store(config: &Config) -> Result<(Arc<dyn Store>, String)> {
@@ -130,7 +124,7 @@ pub async fn start(config: Config) -> Result<Server> {
             max_frame_bytes: config.max_frame_bytes,
         },
         shutdown: shutdown_rx.clone(),
-        metrics: metrics_handle(),
+        metrics: crate::telemetry::metrics_handle(),
     };
     let router = app(state);
     let mut stop = shutdown_rx;
