@@ -27,7 +27,7 @@
 //! with no owner.
 
 use std::sync::Arc;
-use tether_core::{Data, Error, ErrorCode, RecordId, ResourceName, Result};
+use tether_core::{Data, Error, ErrorCode, Query, RecordId, ResourceName, Result};
 
 use serde_json::Value;
 
@@ -329,6 +329,72 @@ impl ReadGuard {
     /// Whether some records may be hidden, so membership must be tracked.
     pub fn filters(&self) -> bool {
         !matches!(self, ReadGuard::All)
+    }
+
+    /// Narrows a query to what the caller may read, as far as the store's equality
+    /// filters can say it: a rule `data.owner == token.sub && ...` means only this
+    /// caller's records need to be read, instead of the first 10,000 of everyone's.
+    /// `None` when nothing can be readable (a query would return no record). The
+    /// narrowed query still goes through [`ReadGuard::allows`]: the narrowing is
+    /// necessary, not sufficient.
+    pub fn narrow(&self, query: &Query) -> Option<Query> {
+        let ReadGuard::Check(c) = self else {
+            return match self {
+                ReadGuard::None => None,
+                _ => Some(query.clone()),
+            };
+        };
+        let ctx = Ctx::resource(&c.who, &c.resource, None, None);
+        let mut narrowed = query.clone();
+        for (field, want) in implied_equalities(&c.rule.0, &ctx)? {
+            match narrowed.filter.get(&field) {
+                Some(have) if *have != want => return None,
+                _ => {
+                    narrowed.filter.insert(field, want);
+                }
+            }
+        }
+        Some(narrowed)
+    }
+}
+
+/// Top-level field equalities every record satisfying `e` has, resolved for the
+/// caller: `Some([])` when `e` implies none, `None` when `e` can never hold for this
+/// caller (`data.owner == token.sub` for a token without `sub`). Only conjunctions are
+/// looked into: `a || b` implies nothing about either side.
+fn implied_equalities(e: &Expr, ctx: &Ctx<'_>) -> Option<Vec<(String, Value)>> {
+    match e {
+        Expr::And(parts) => {
+            let mut all: Vec<(String, Value)> = Vec::new();
+            for part in parts {
+                for (field, want) in implied_equalities(part, ctx)? {
+                    match all.iter().find(|(f, _)| *f == field) {
+                        Some((_, have)) if *have != want => return None,
+                        Some(_) => {}
+                        None => all.push((field, want)),
+                    }
+                }
+            }
+            Some(all)
+        }
+        Expr::Eq(a, b) => {
+            let (field, other) = match (a, b) {
+                (Operand::Data(path), other) | (other, Operand::Data(path))
+                    if path.len() == 1 && !matches!(other, Operand::Data(_) | Operand::Id) =>
+                {
+                    (&path[0], other)
+                }
+                _ => return Some(Vec::new()),
+            };
+            if *other == Operand::Literal(Value::Null) {
+                // "absent" is not an equality the store's filter can express exactly.
+                return Some(Vec::new());
+            }
+            // An absent side never compares equal: the rule cannot hold at all.
+            let want = resolve(other, ctx)?;
+            Some(vec![(field.clone(), want)])
+        }
+        _ => Some(Vec::new()),
     }
 }
 
@@ -971,6 +1037,64 @@ mod tests {
             ..RuleSet::default()
         })
         .is_err());
+    }
+
+    #[test]
+    fn owner_rules_narrow_queries_to_the_callers_records() {
+        let rules = |read: &str| {
+            Access::with_rules(RuleSet {
+                resources: vec![("todos".into(), Some(read.into()), None)],
+                ..RuleSet::default()
+            })
+            .unwrap()
+        };
+        let ann = who(json!({"sub": "ann", "team": 7}));
+        let q = |filter: Value| Query {
+            filter: obj(filter),
+            ..Query::default()
+        };
+        let narrow =
+            |read: &str, query: &Query| rules(read).read_guard(&ann, &res("todos")).narrow(query);
+        let owner = "data.owner == token.sub";
+        assert_eq!(
+            narrow(owner, &q(json!({}))),
+            Some(q(json!({"owner": "ann"})))
+        );
+        assert_eq!(
+            narrow(
+                "token.team == data.team && data.kind == 'x' && data.n != 1",
+                &q(json!({"a": 1}))
+            ),
+            Some(q(json!({"a": 1, "team": 7, "kind": "x"})))
+        );
+        assert_eq!(
+            narrow(owner, &q(json!({"owner": "bob"}))),
+            None,
+            "a conflicting filter"
+        );
+        assert_eq!(
+            narrow(owner, &q(json!({"owner": "ann"}))),
+            Some(q(json!({"owner": "ann"})))
+        );
+        // Nothing to narrow by: disjunctions, nested fields, comparisons with null.
+        for read in [
+            "data.owner == token.sub || data.public",
+            "data.meta.owner == token.sub",
+            "data.owner == null",
+            "data.a == data.b",
+        ] {
+            assert_eq!(narrow(read, &q(json!({}))), Some(q(json!({}))), "{read}");
+        }
+        // A token without `sub` can own nothing.
+        let anon = Arc::new(Identity::anonymous());
+        let guard = rules(owner).read_guard(&anon, &res("todos"));
+        assert_eq!(guard.narrow(&q(json!({}))), None);
+        assert_eq!(
+            rules("data.a == 1 && data.a == 2")
+                .read_guard(&ann, &res("todos"))
+                .narrow(&q(json!({}))),
+            None
+        );
     }
 
     #[test]

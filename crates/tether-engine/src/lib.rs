@@ -217,9 +217,12 @@ impl Engine {
                 who.describe()
             ))),
             guard @ ReadGuard::Check(_) => {
+                let Some(narrowed) = guard.narrow(query) else {
+                    return Ok(Vec::new());
+                };
                 let unlimited = Query {
                     limit: None,
-                    ..query.clone()
+                    ..narrowed
                 };
                 let mut records = self.query(resource, &unlimited).await?;
                 records.retain(|r| guard.allows(&r.id, &r.data));
@@ -385,7 +388,9 @@ impl Engine {
             },
             SubTarget::Query { resource, query } => ReadTarget::Query {
                 resource: resource.clone(),
-                query: query.clone(),
+                // Read only what the caller may see, so its `limit` is filled with
+                // records it can read (live changes are checked one by one anyway).
+                query: guard.narrow(query).unwrap_or_else(|| query.clone()),
             },
             SubTarget::Topic { .. } => unreachable!("topics returned above"),
         };
