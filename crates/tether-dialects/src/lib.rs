@@ -6,9 +6,11 @@
 //! outbound event. Adding a dialect is one new file plus one line in [`registry`].
 
 pub mod canonical;
+pub mod crud;
 pub mod json;
 pub mod monorail;
 pub mod talk;
+pub mod txn;
 
 use std::collections::HashMap;
 use tether_core::{Error, Op, Outbound, Tag};
@@ -68,6 +70,8 @@ pub fn registry() -> Vec<&'static dyn Dialect> {
     vec![
         // One dialect per line.
         &canonical::Canonical,
+        &crud::Crud,
+        &txn::Txn,
         &monorail::Monorail,
         &talk::Talk,
     ]
