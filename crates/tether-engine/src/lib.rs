@@ -62,7 +62,13 @@ struct Inner {
     access: Access,
     /// Subscriptions of closed sessions, for `resume` without a subscription list.
     retained: Mutex<HashMap<Arc<str>, Retained>>,
+    /// With access rules on: the subject each session id belongs to, and when its last
+    /// connection closed (`None` while open), so only that subject can take it over.
+    owners: Mutex<HashMap<Arc<str>, SessionOwner>>,
 }
+
+/// Who holds a session id: its subject, and when it closed (`None` while it is open).
+type SessionOwner = (Option<Arc<str>>, Option<Instant>);
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -114,6 +120,7 @@ impl Engine {
                 presence: Presence::default(),
                 access,
                 retained: Mutex::new(HashMap::new()),
+                owners: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -621,6 +628,7 @@ impl Engine {
         self.inner.presence.leave_all(outbox);
         outbox.close();
         let who = outbox.identity().subject.clone();
+        self.release_session(session);
         let mut retained = self
             .inner
             .retained
@@ -631,6 +639,47 @@ impl Engine {
         if !subs.is_empty() {
             retained.insert(session.into(), (subs, Instant::now(), who));
         }
+    }
+
+    /// Lets `who` speak for `session` (at connect, and when a resume takes a session
+    /// over). With access rules on, a session id that another subject holds, or held
+    /// within the session retention, is `forbidden`: a session id is handed to
+    /// services to address broadcasts, so it must not be adoptable by anyone else.
+    pub fn claim_session(&self, who: &Identity, session: &str) -> Result<()> {
+        if self.inner.access.is_open() {
+            return Ok(());
+        }
+        let mut owners = self.owners();
+        let keep = self.inner.knobs.session_retention;
+        if let Some((owner, closed)) = owners.get(session) {
+            let current = closed.is_none_or(|at| at.elapsed() < keep);
+            if current && *owner != who.subject {
+                return Err(access::forbidden(format!(
+                    "session {session:?} belongs to someone else"
+                )));
+            }
+        }
+        owners.insert(session.into(), (who.subject.clone(), None));
+        Ok(())
+    }
+
+    /// A connection speaking for `session` ended; its claim lapses after the session
+    /// retention. Expired claims are dropped here, so the map stays bounded by open
+    /// and recent sessions.
+    pub fn release_session(&self, session: &str) {
+        if self.inner.access.is_open() {
+            return;
+        }
+        let mut owners = self.owners();
+        let keep = self.inner.knobs.session_retention;
+        owners.retain(|_, (_, closed)| closed.is_none_or(|at| at.elapsed() < keep));
+        if let Some((_, closed)) = owners.get_mut(session) {
+            *closed = Some(Instant::now());
+        }
+    }
+
+    fn owners(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, SessionOwner>> {
+        self.inner.owners.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The subscriptions a closed session held, if it closed recently.
