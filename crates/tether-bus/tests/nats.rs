@@ -87,8 +87,14 @@ async fn two_nodes_see_every_message_once_and_in_order() {
         .expect("node b connects");
     let (mut at_a, mut at_b) = (a.subscribe(), b.subscribe());
 
-    let sent: Vec<BusMessage> = (1..=200)
-        .map(|n| if n % 5 == 0 { topic(n) } else { change(n) })
+    let sent: Vec<BusMessage> = (1..=200u64)
+        .map(|n| {
+            if n.is_multiple_of(5) {
+                topic(n)
+            } else {
+                change(n)
+            }
+        })
         .collect();
     for m in &sent {
         a.publish(m.clone()).await.unwrap();

@@ -232,7 +232,7 @@ async fn two_nodes_share_one_gap_free_log_and_readers_never_skip() {
                     let n = 1 + (i % 3).min(PER_WRITER - i - 1);
                     let group = (i..i + n)
                         .map(|k| {
-                            if k % 4 == 0 {
+                            if k.is_multiple_of(4) {
                                 write(WriteKind::Upsert, "shared", "x", json!({"w": w, "k": k}))
                             } else {
                                 write(

@@ -22,6 +22,16 @@ pub struct Config {
     #[arg(long, env = "TETHER_BUS")]
     pub bus: Option<String>,
 
+    /// A live stream relayed to a topic (repeatable):
+    /// amqp://USER:PASS@HOST:PORT/VHOST#EXCHANGE/ROUTING.KEY=TOPIC. See docs/deploy.md.
+    #[arg(
+        long = "source",
+        value_name = "SPEC",
+        env = "TETHER_SOURCES",
+        value_delimiter = ' '
+    )]
+    pub sources: Vec<String>,
+
     /// Largest text message answered normally; larger ones get a `too_large` error.
     #[arg(long, default_value_t = 1 << 20, env = "TETHER_MAX_MESSAGE_BYTES")]
     pub max_message_bytes: usize,
@@ -47,6 +57,7 @@ impl Config {
             data,
             store: None,
             bus: None,
+            sources: Vec::new(),
             max_message_bytes: 1 << 20,
             max_frame_bytes: 16 << 20,
             outbox_max_bytes: 4 << 20,

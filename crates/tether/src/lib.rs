@@ -5,6 +5,7 @@
 //! - [`session`]: one per connection; decodes with the dialect codec, executes ops on
 //!   the engine, writes the outbox.
 //! - [`server`]: opens the store and bus, starts the engine, serves.
+//! - [`sources`]: live streams from RabbitMQ relayed to topics.
 //! - [`config`]: flags and defaults; [`close_codes`]: the close codes we send.
 //! - [`inspector`]: the web page at `/`.
 //! - [`telemetry`]: the Prometheus recorder behind `/metrics`, request ids in logs.
@@ -16,6 +17,7 @@ pub mod config;
 pub mod inspector;
 pub mod server;
 pub mod session;
+pub mod sources;
 pub mod telemetry;
 pub mod transport;
 

@@ -39,6 +39,8 @@ pub struct Server {
     pub store_location: String,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// Stopped when the server is dropped or stopped.
+    _sources: crate::sources::Sources,
 }
 
 impl Server {
@@ -116,6 +118,8 @@ pub async fn start(config: Config) -> Result<Server> {
         },
     )
     .await?;
+    // Relayed streams start once the engine can publish; a bad spec stops the start.
+    let sources = crate::sources::start(&config.sources, &engine)?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let state = AppState {
         engine: engine.clone(),
@@ -139,6 +143,7 @@ pub async fn start(config: Config) -> Result<Server> {
         .await
     });
     Ok(Server {
+        _sources: sources,
         addr,
         engine,
         store_location,

@@ -137,7 +137,7 @@ impl Drop for Node {
 /// One write through the HTTP API of a node; returns its position.
 async fn write(http: &reqwest::Client, node: &str, n: u64) -> u64 {
     // Every seventh write patches t1 (written first), so not every change is a create.
-    let response = if n % 7 == 0 {
+    let response = if n.is_multiple_of(7) {
         http.patch(format!("http://{node}/api/todos/t1"))
             .json(&json!({"patched_by": n}))
             .send()
@@ -266,7 +266,7 @@ async fn three_nodes_one_log_and_resume_on_another_node() {
         let (http, a, b) = (http.clone(), nodes[0].addr.clone(), nodes[1].addr.clone());
         tokio::spawn(async move {
             for n in 38..=77u64 {
-                write(&http, if n % 2 == 0 { &a } else { &b }, n).await;
+                write(&http, if n.is_multiple_of(2) { &a } else { &b }, n).await;
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         })

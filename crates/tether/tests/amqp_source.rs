@@ -1,0 +1,334 @@
+//! RabbitMQ-fed channels against a real broker: lines published with a real AMQP
+//! client reach a `/ws` topic subscriber and a `/monorail/<channel>` watcher in order;
+//! when the broker goes away the server keeps serving and the source reconnects.
+//!
+//! Needs `TETHER_TEST_AMQP` (e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`); without it
+//! every test prints a notice and passes without running. Each test uses its own
+//! exchange, deleted at the end, so runs never collide. The broker "going away" is a
+//! TCP proxy between the server and the broker being cut, so the shared broker is
+//! never stopped.
+
+mod common;
+
+use common::{Client, TestServer};
+use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions, ExchangeDeleteOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::AbortHandle;
+
+fn broker() -> Option<String> {
+    match std::env::var("TETHER_TEST_AMQP") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            eprintln!("TETHER_TEST_AMQP is not set: skipping the RabbitMQ source tests");
+            None
+        }
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}-{}-{nanos:x}", std::process::id())
+}
+
+/// The test's own publisher, on its own exchange.
+struct Publisher {
+    _connection: Connection,
+    channel: Channel,
+    exchange: String,
+}
+
+impl Publisher {
+    async fn new(url: &str) -> Publisher {
+        let connection = Connection::connect(url, ConnectionProperties::default())
+            .await
+            .expect("the test connects to RabbitMQ");
+        let channel = connection.create_channel().await.unwrap();
+        let exchange = unique("tt-ex");
+        channel
+            .exchange_declare(
+                exchange.as_str().into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        Publisher {
+            _connection: connection,
+            channel,
+            exchange,
+        }
+    }
+
+    async fn publish(&self, key: &str, body: &[u8]) {
+        self.channel
+            .basic_publish(
+                self.exchange.as_str().into(),
+                key.into(),
+                BasicPublishOptions::default(),
+                body,
+                BasicProperties::default(),
+            )
+            .await
+            .expect("publish");
+    }
+
+    async fn delete(self) {
+        let _ = self
+            .channel
+            .exchange_delete(
+                self.exchange.as_str().into(),
+                ExchangeDeleteOptions::default(),
+            )
+            .await;
+    }
+}
+
+/// A `/ws` topic subscriber and a `/monorail/<channel>` watcher of one channel.
+struct Watchers {
+    ws: Client,
+    monorail: Client,
+}
+
+impl Watchers {
+    async fn new(server: &TestServer, channel: &str) -> Watchers {
+        let (mut ws, _) = Client::canonical(&server.url("/ws")).await;
+        let reply = ws
+            .request(json!({"type": "subscribe", "sub": "logs", "topic": channel}))
+            .await;
+        assert_eq!(reply["type"], "snapshot", "{reply}");
+        let mut monorail = Client::connect(&server.url(&format!("/monorail/{channel}"))).await;
+        monorail
+            .send(json!({"handler": "watch", "params": {}}))
+            .await;
+        let list = monorail.recv().await;
+        assert_eq!(list["handler"], "list", "{list}");
+        Watchers { ws, monorail }
+    }
+
+    /// The next relayed line at each watcher.
+    async fn next(&mut self) -> (Value, Value) {
+        (self.next_ws().await, self.next_monorail().await)
+    }
+
+    async fn next_ws(&mut self) -> Value {
+        loop {
+            let m = self.ws.recv().await;
+            if m["type"] == "message" {
+                assert_eq!(m["sub"], "logs", "{m}");
+                return m["data"].clone();
+            }
+        }
+    }
+
+    async fn next_monorail(&mut self) -> Value {
+        loop {
+            let m = self.monorail.recv().await;
+            if m["handler"] == "item" {
+                return m["data"].clone();
+            }
+        }
+    }
+
+    /// Publishes probes until one arrives (the source is bound), then a marker, and
+    /// reads both watchers up to it, so what follows starts on a clean slate.
+    async fn wait_until_relaying(&mut self, publisher: &Publisher, key: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for probe in 0.. {
+            assert!(
+                Instant::now() < deadline,
+                "the source never started relaying"
+            );
+            publisher
+                .publish(key, json!({"probe": probe}).to_string().as_bytes())
+                .await;
+            // Cancel-safe: an unfinished wait loses no frame.
+            if tokio::time::timeout(Duration::from_millis(300), self.next_ws())
+                .await
+                .is_ok()
+            {
+                break;
+            }
+        }
+        let marker = json!({"marker": true});
+        publisher.publish(key, marker.to_string().as_bytes()).await;
+        while self.next_ws().await != marker {}
+        while self.next_monorail().await != marker {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_reach_ws_and_monorail_watchers_in_order() {
+    let Some(url) = broker() else {
+        return;
+    };
+    let publisher = Publisher::new(&url).await;
+    let channel = unique("wf");
+    let spec = format!("{url}#{}/logs.{channel}.*={channel}", publisher.exchange);
+    let server = TestServer::start_with(|c| c.sources = vec![spec]).await;
+    let mut watchers = Watchers::new(&server, &channel).await;
+    let key = format!("logs.{channel}.step");
+    watchers.wait_until_relaying(&publisher, &key).await;
+
+    for n in 0..50 {
+        publisher
+            .publish(&key, json!({"n": n}).to_string().as_bytes())
+            .await;
+    }
+    publisher.publish(&key, b"plain text line\n").await;
+    // Another routing key is not this source's.
+    publisher
+        .publish("logs.elsewhere.step", b"{\"n\": -1}")
+        .await;
+    for n in 0..50 {
+        let (a, b) = watchers.next().await;
+        assert_eq!(a, json!({"n": n}), "/ws in order");
+        assert_eq!(b, json!({"n": n}), "/monorail in order");
+    }
+    let (a, b) = watchers.next().await;
+    assert_eq!((a, b), (json!("plain text line"), json!("plain text line")));
+    watchers.ws.expect_silence(Duration::from_millis(300)).await;
+    // Relayed lines are not records.
+    let all: Value = reqwest::get(server.http(&format!("/api/{channel}")))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(all, json!([]));
+    server.server.stop().await.unwrap();
+    publisher.delete().await;
+}
+
+/// A TCP proxy to the broker that the test can cut and restore.
+struct Proxy {
+    addr: String,
+    up: Arc<AtomicBool>,
+    links: Arc<Mutex<Vec<AbortHandle>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(upstream: String) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let up = Arc::new(AtomicBool::new(true));
+        let links: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
+        let accept = {
+            let (up, links) = (up.clone(), links.clone());
+            tokio::spawn(async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if !up.load(Ordering::SeqCst) {
+                        continue; // dropped: the broker is "down"
+                    }
+                    let upstream = upstream.clone();
+                    let link = tokio::spawn(async move {
+                        if let Ok(mut outbound) = TcpStream::connect(&upstream).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    links.lock().unwrap().push(link.abort_handle());
+                }
+            })
+        };
+        Proxy {
+            addr,
+            up,
+            links,
+            accept,
+        }
+    }
+
+    /// Closes every connection through the proxy and refuses new ones.
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
+
+/// `amqp://user:pass@HOST:PORT/vhost` -> (`HOST:PORT`, the URL with `addr` instead).
+fn reroute(url: &str, addr: &str) -> (String, String) {
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let (userinfo, rest) = match rest.split_once('@') {
+        Some((u, r)) => (format!("{u}@"), r),
+        None => (String::new(), rest),
+    };
+    let end = rest.find('/').unwrap_or(rest.len());
+    let (hostport, path) = rest.split_at(end);
+    let hostport = if hostport.contains(':') {
+        hostport.to_owned()
+    } else {
+        format!("{hostport}:5672")
+    };
+    (hostport, format!("{scheme}://{userinfo}{addr}{path}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_goes_away_is_reconnected_and_the_server_keeps_serving() {
+    let Some(url) = broker() else {
+        return;
+    };
+    let publisher = Publisher::new(&url).await;
+    let (upstream, _) = reroute(&url, "unused");
+    let proxy = Proxy::start(upstream).await;
+    let (_, through_proxy) = reroute(&url, &proxy.addr);
+    let channel = unique("wf");
+    let key = format!("logs.{channel}");
+    let spec = format!("{through_proxy}#{}/{key}={channel}", publisher.exchange);
+    let server = TestServer::start_with(|c| c.sources = vec![spec]).await;
+    let mut watchers = Watchers::new(&server, &channel).await;
+    watchers.wait_until_relaying(&publisher, &key).await;
+    publisher.publish(&key, b"{\"before\": 1}").await;
+    assert_eq!(watchers.next().await.0, json!({"before": 1}));
+
+    proxy.cut();
+    // Everything else keeps working while the broker is away.
+    let http = reqwest::Client::new();
+    let health = http.get(server.http("/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let created = http
+        .post(server.http("/api/notes"))
+        .json(&json!({"id": "n1", "text": "still serving"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success(), "{}", created.status());
+    tokio::time::sleep(Duration::from_millis(1500)).await; // a few failed retries
+
+    proxy.restore();
+    watchers.wait_until_relaying(&publisher, &key).await;
+    for n in 0..20 {
+        publisher
+            .publish(&key, json!({"after": n}).to_string().as_bytes())
+            .await;
+    }
+    for n in 0..20 {
+        let (a, b) = watchers.next().await;
+        assert_eq!((a, b), (json!({"after": n}), json!({"after": n})));
+    }
+    server.server.stop().await.unwrap();
+    publisher.delete().await;
+}
