@@ -1,5 +1,7 @@
 //! Server configuration: what `tether serve` accepts, with the brief's defaults.
 
+pub mod file;
+
 use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;

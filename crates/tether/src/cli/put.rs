@@ -1,0 +1,39 @@
+//! `tether put URL RESOURCE ID [JSON]`: creates or replaces a record (HTTP `PUT`, an
+//! upsert). The JSON comes from the argument, or stdin when it is absent or `-`.
+
+use super::http;
+use clap::Args;
+use std::process::ExitCode;
+
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    /// The server: http://HOST:PORT (ws:// and a bare HOST:PORT work too).
+    pub url: String,
+    pub resource: String,
+    pub id: String,
+    /// The record's data, a JSON object; read from stdin when absent or `-`.
+    pub json: Option<String>,
+    /// Only if the stored version is this (optimistic concurrency; 0: must not exist).
+    #[arg(long, value_name = "VERSION")]
+    pub if_version: Option<u64>,
+}
+
+pub async fn run(args: PutArgs) -> ExitCode {
+    http::finish(put(args).await)
+}
+
+async fn put(args: PutArgs) -> Result<(), String> {
+    let base = http::base_url(&args.url)?;
+    let data = http::object_arg(args.json.as_deref())?;
+    let url = format!(
+        "{base}/api/{}/{}",
+        http::segment(&args.resource),
+        http::segment(&args.id)
+    );
+    let mut request = http::client()?.put(url).json(&data);
+    if let Some(version) = args.if_version {
+        request = request.header("If-Match", version.to_string());
+    }
+    http::print_json(&http::send(request).await?);
+    Ok(())
+}
