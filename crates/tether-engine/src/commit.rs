@@ -41,6 +41,8 @@ pub(crate) async fn run_committer(
                         metrics::gauge!("tether_changelog_position").set(change.position.0 as f64);
                         // A failed publish is recovered by the hub from the store.
                         if let Err(e) = bus.publish(BusMessage::Change(change.clone())).await {
+                            metrics::counter!("tether_bus_errors_total", "kind" => "publish")
+                                .increment(1);
                             tracing::warn!(error = %e, "bus publish failed; the hub will read the change from the store");
                         }
                     }

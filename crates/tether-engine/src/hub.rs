@@ -66,6 +66,7 @@ impl Hub {
                         }
                     }
                     Err(RecvError::Lagged(missed)) => {
+                        metrics::counter!("tether_bus_errors_total", "kind" => "lagged").increment(1);
                         tracing::warn!(missed, "hub lagged behind the bus; reading from the store");
                         self.catch_up(&*store, None).await;
                     }
