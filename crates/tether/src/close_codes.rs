@@ -12,3 +12,45 @@ pub const INTERNAL: u16 = 1011;
 /// The client read too slowly and its outbox passed its bound. Reconnect and resume:
 /// nothing committed is lost.
 pub const SLOW_CONSUMER: u16 = 4008;
+/// The client broke the WebSocket protocol (a reserved bit or opcode, a fragmented
+/// control frame, a bad close frame).
+pub const PROTOCOL_ERROR: u16 = 1002;
+/// A text message was not valid UTF-8.
+pub const INVALID_DATA: u16 = 1007;
+/// The client sent nothing, not even a pong to the server's ping, for the idle
+/// timeout (`--idle-timeout`). Reconnect and resume.
+pub const IDLE_TIMEOUT: u16 = 4000;
+/// The client kept sending past its message rate after being refused with
+/// `limit_exceeded` (`--max-messages-per-sec`, `--message-burst`). Slow down, then
+/// reconnect and resume.
+pub const RATE_LIMITED: u16 = 4029;
+
+/// The close code for an error reading a WebSocket: the transport cannot go on, and
+/// the code tells the client why (RFC 6455 section 7.4.1).
+pub fn for_read_error(error: axum::Error) -> u16 {
+    use tungstenite::Error;
+    match error.into_inner().downcast::<Error>() {
+        Ok(e) => match *e {
+            Error::Capacity(_) => TOO_BIG,
+            Error::Utf8(_) => INVALID_DATA,
+            Error::Protocol(_) | Error::AttackAttempt => PROTOCOL_ERROR,
+            _ => INTERNAL,
+        },
+        Err(_) => INTERNAL,
+    }
+}
+
+/// The reason sent with a close code, for humans.
+pub fn reason(code: u16) -> &'static str {
+    match code {
+        GOING_AWAY => "server shutting down: reconnect and resume",
+        PROTOCOL_ERROR => "protocol error",
+        INVALID_DATA => "invalid UTF-8 in a text message",
+        TOO_BIG => "frame or message too large",
+        INTERNAL => "internal error: reconnect and resume",
+        SLOW_CONSUMER => "slow consumer: reconnect and resume",
+        IDLE_TIMEOUT => "idle timeout: no message or pong",
+        RATE_LIMITED => "message rate exceeded: slow down, reconnect and resume",
+        _ => "",
+    }
+}

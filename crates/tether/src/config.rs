@@ -5,6 +5,7 @@ pub mod file;
 use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, Clone, Args)]
 pub struct Config {
@@ -49,6 +50,75 @@ pub struct Config {
     /// Changes kept in the log for resume; a client further behind resyncs.
     #[arg(long, default_value_t = 1_000_000, env = "TETHER_LOG_RETENTION")]
     pub log_retention: u64,
+
+    // ---- connection limits (docs/security.md explains each default) ----------------
+    /// Most connections open at once (WebSocket and HTTP); past it new ones get HTTP
+    /// 503. Default: the open-file limit less a reserve (a quarter of it, between 64
+    /// and 1,024).
+    #[arg(long, env = "TETHER_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// Most connections from one client address; past it new ones get HTTP 429.
+    /// 0 turns the limit off (behind a proxy every client has the proxy's address).
+    #[arg(long, default_value_t = 1_000, env = "TETHER_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: usize,
+
+    /// Messages per second one connection may send, on average; past it messages are
+    /// answered with a `limit_exceeded` error. 0 turns the limit off.
+    #[arg(long, default_value_t = 1_000, env = "TETHER_MAX_MESSAGES_PER_SEC")]
+    pub max_messages_per_sec: u32,
+
+    /// Messages a connection may send at once above the rate. One that keeps sending
+    /// this many more while refused is closed with 4029.
+    #[arg(long, default_value_t = 2_000, env = "TETHER_MESSAGE_BURST")]
+    pub message_burst: u32,
+
+    /// Subscriptions one connection may hold; the next subscribe gets `limit_exceeded`.
+    #[arg(long, default_value_t = 1_000, env = "TETHER_MAX_SUBSCRIPTIONS")]
+    pub max_subscriptions: usize,
+
+    /// Time a new connection has to send its request head (the WebSocket upgrade),
+    /// and an idle HTTP keep-alive connection its next one (e.g. 10s, 500ms).
+    #[arg(long, default_value = "10s", value_parser = parse_duration, env = "TETHER_HANDSHAKE_TIMEOUT")]
+    pub handshake_timeout: Duration,
+
+    /// How often the server pings each WebSocket client.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, env = "TETHER_PING_INTERVAL")]
+    pub ping_interval: Duration,
+
+    /// A WebSocket client that sends nothing for this long, not even the pong to a
+    /// ping, is closed with 4000.
+    #[arg(long, default_value = "90s", value_parser = parse_duration, env = "TETHER_IDLE_TIMEOUT")]
+    pub idle_timeout: Duration,
+
+    /// Mount the conformance echo endpoints `/echo` and `/echo/session` (for the
+    /// Autobahn test suite; never needed in production).
+    #[arg(long, env = "TETHER_ECHO_ENDPOINT")]
+    pub echo_endpoint: bool,
+}
+
+/// Parses `90s`, `500ms`, `2m` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30s, 500ms or 2m"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => number,
+        "ms" => number / 1000.0,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?}: use ms, s, m or h"
+            ))
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
 }
 
 impl Config {
@@ -64,6 +134,15 @@ impl Config {
             max_frame_bytes: 16 << 20,
             outbox_max_bytes: 4 << 20,
             log_retention: 1_000_000,
+            max_connections: None,
+            max_connections_per_ip: 1_000,
+            max_messages_per_sec: 1_000,
+            message_burst: 2_000,
+            max_subscriptions: 1_000,
+            handshake_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(90),
+            echo_endpoint: false,
         }
     }
 }

@@ -7,6 +7,7 @@ use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tether_bus::{Bus, LocalBus, NatsBus};
 use tether_core::{Epoch, Error, Result};
 use tether_engine::{Engine, Knobs};
@@ -21,6 +22,13 @@ pub struct TransportLimits {
     pub max_message_bytes: usize,
     /// Past this a frame or message breaks the transport: close 1009.
     pub max_frame_bytes: usize,
+    /// Sustained messages per second per connection (0: no limit), and how many may
+    /// come at once above it. See `session::RateLimit`.
+    pub max_messages_per_sec: u32,
+    pub message_burst: u32,
+    /// How often a WebSocket client is pinged, and how long it may stay silent.
+    pub ping_interval: Duration,
+    pub idle_timeout: Duration,
 }
 
 #[derive(Clone)]
@@ -39,11 +47,36 @@ pub struct Server {
     pub store_location: String,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    gate: Arc<transport::accept::Gate>,
+    router: Router,
+    options: transport::accept::AcceptOptions,
     /// Stopped when the server is dropped or stopped.
     _sources: crate::sources::Sources,
 }
 
 impl Server {
+    /// Connections open now (WebSocket sessions and HTTP connections).
+    pub fn open_connections(&self) -> usize {
+        self.gate.open()
+    }
+
+    /// Serves one already-connected byte stream exactly as an accepted connection
+    /// from `peer` (limits, handshake timeout, routes): for in-memory tests and the
+    /// fuzz target of the handshake and frame path. Ends with the connection.
+    pub fn serve_stream<I>(&self, io: I, peer: SocketAddr) -> tokio::task::JoinHandle<()>
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        tokio::spawn(transport::accept::serve_io(
+            io,
+            peer,
+            self.gate.admit(peer.ip()),
+            self.router.clone(),
+            self.options,
+            self.shutdown.subscribe(),
+        ))
+    }
+
     /// Closes every connection with 1001, lets in-flight writes finish, and stops.
     pub async fn stop(self) -> std::io::Result<()> {
         let _ = self.shutdown.send(true);
@@ -114,6 +147,7 @@ pub async fn start(config: Config) -> Result<Server> {
         Knobs {
             outbox_max_bytes: config.outbox_max_bytes,
             log_retention: config.log_retention,
+            max_subscriptions: config.max_subscriptions,
             ..Knobs::default()
         },
     )
@@ -126,22 +160,43 @@ pub async fn start(config: Config) -> Result<Server> {
         limits: TransportLimits {
             max_message_bytes: config.max_message_bytes,
             max_frame_bytes: config.max_frame_bytes,
+            max_messages_per_sec: config.max_messages_per_sec,
+            message_burst: config.message_burst,
+            ping_interval: config.ping_interval,
+            idle_timeout: config.idle_timeout,
         },
         shutdown: shutdown_rx.clone(),
         metrics: crate::telemetry::metrics_handle(),
     };
-    let router = app(state);
-    let mut stop = shutdown_rx;
-    let task = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await
-    });
+    let router = if config.echo_endpoint {
+        // Opt-in only: the conformance suite's echo endpoints (transport/echo.rs).
+        app(state.clone()).merge(transport::echo::routes().with_state(state))
+    } else {
+        app(state)
+    };
+    let max_connections = config
+        .max_connections
+        .unwrap_or_else(transport::accept::default_max_connections);
+    if let Some(files) = transport::accept::open_file_limit() {
+        if max_connections as u64 >= files {
+            tracing::warn!(
+                max_connections,
+                open_file_limit = files,
+                "--max-connections is above the open-file limit: connections past it wait in the kernel's queue instead of being refused"
+            );
+        }
+    }
+    let gate = transport::accept::Gate::new(max_connections, config.max_connections_per_ip);
+    let options = transport::accept::AcceptOptions {
+        handshake_timeout: config.handshake_timeout,
+    };
+    let task = tokio::spawn(transport::accept::serve(
+        listener,
+        router.clone(),
+        gate.clone(),
+        options,
+        shutdown_rx,
+    ));
     Ok(Server {
         _sources: sources,
         addr,
@@ -149,5 +204,8 @@ pub async fn start(config: Config) -> Result<Server> {
         store_location,
         shutdown,
         task,
+        gate,
+        router,
+        options,
     })
 }

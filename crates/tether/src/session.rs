@@ -6,11 +6,12 @@
 //! number and writes a batch of frames per wake-up. When one half ends, the other does.
 
 use crate::close_codes;
+use crate::transport::rate::{RateLimit, Verdict};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tether_core::event::Reply;
 use tether_core::{
     ConfirmKind, Error, ErrorCode, Op, Outbound, RecordId, ResourceName, SubSpec, SubTarget, Tag,
@@ -28,6 +29,15 @@ const KEPT_REPLIES: usize = 64;
 pub struct Limits {
     /// A text message larger than this gets a `too_large` error; the connection stays.
     pub max_message_bytes: usize,
+    /// Messages per second on average (0: no limit) and at once; see
+    /// [`crate::transport::rate`].
+    pub max_messages_per_sec: u32,
+    pub message_burst: u32,
+    /// The writer pings the client this often...
+    pub ping_interval: Duration,
+    /// ...and the reader closes the connection (4000) after this long without any
+    /// frame from the client, pongs included.
+    pub idle_timeout: Duration,
 }
 
 type SharedCodec = Arc<Mutex<Box<dyn Codec>>>;
@@ -39,6 +49,13 @@ pub struct Session {
     codec: SharedCodec,
     limits: Limits,
     kept: VecDeque<(Tag, Outbound)>,
+    rate: RateLimit,
+}
+
+/// Whether the reader goes on after a frame.
+enum Flow {
+    Continue,
+    Close(u16),
 }
 
 fn lock(codec: &SharedCodec) -> std::sync::MutexGuard<'_, Box<dyn Codec>> {
@@ -63,6 +80,11 @@ pub async fn run(
         codec: codec.clone(),
         limits,
         kept: VecDeque::new(),
+        rate: RateLimit::new(
+            limits.max_messages_per_sec,
+            limits.message_burst,
+            Instant::now(),
+        ),
     };
     outbox.set_session(&session.id);
     metrics::gauge!("tether_connections", "dialect" => dialect).increment(1.0);
@@ -75,41 +97,65 @@ pub async fn run(
 
     let (sink, mut stream) = socket.split();
     let close_code = Arc::new(Mutex::new(close_codes::NORMAL));
-    let mut writer = tokio::spawn(write_loop(sink, outbox.clone(), codec, close_code.clone()));
+    let mut writer = tokio::spawn(write_loop(
+        sink,
+        outbox.clone(),
+        codec,
+        close_code.clone(),
+        limits.ping_interval,
+    ));
     let stop = async move {
         let _ = shutdown.wait_for(|stop| *stop).await;
     };
     tokio::pin!(stop);
+    // Any frame from the client, a pong included, proves it alive. The timer is only
+    // reset when it fires, not per frame, so a busy connection costs nothing here.
+    let mut last_seen = Instant::now();
+    let idle_timeout = forever_if_zero(limits.idle_timeout);
+    let idle = tokio::time::sleep(idle_timeout);
+    tokio::pin!(idle);
+    let set_close = |code: u16| *close_code.lock().unwrap_or_else(|p| p.into_inner()) = code;
 
     loop {
+        // Biased: shutdown first so a flooding client cannot delay it, and frames
+        // before the idle timer so one that waited behind a slow request counts.
         tokio::select! {
-            frame = stream.next() => match frame {
-                Some(Ok(Message::Text(text))) => {
-                    metrics::counter!("tether_messages_in_total", "dialect" => dialect).increment(1);
-                    session.handle_text(text.as_str()).await;
-                }
-                Some(Ok(Message::Binary(_))) => session.reject(Tag::Null, Error::bad_request(
-                    "binary frames are not supported; send JSON in text frames",
-                )),
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Close(_))) | None => break,
-                Some(Err(e)) => {
-                    // A broken frame or a frame past the hard limit: the transport
-                    // cannot go on, so close with the matching code.
-                    let text = e.to_string();
-                    let code = if text.contains("too long") || text.contains("too big") || text.contains("Space limit") {
-                        close_codes::TOO_BIG
-                    } else {
-                        close_codes::INTERNAL
-                    };
-                    tracing::debug!(session = %session.id, error = %text, "websocket error");
-                    *close_code.lock().unwrap_or_else(|p| p.into_inner()) = code;
+            biased;
+            _ = &mut stop => {
+                set_close(close_codes::GOING_AWAY);
+                break;
+            }
+            _ = &mut writer => break,
+            frame = stream.next() => {
+                last_seen = Instant::now();
+                let flow = match frame {
+                    Some(Ok(Message::Text(text))) => {
+                        metrics::counter!("tether_messages_in_total", "dialect" => dialect).increment(1);
+                        session.handle_text(text.as_str()).await
+                    }
+                    Some(Ok(Message::Binary(_))) => session.handle_binary(),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => Flow::Continue,
+                    Some(Ok(Message::Close(_))) | None => break,
+                    Some(Err(e)) => {
+                        // A broken frame or one past the hard limit: the transport
+                        // cannot go on, so close with the code that says why.
+                        tracing::debug!(session = %session.id, error = %e, "websocket error");
+                        Flow::Close(close_codes::for_read_error(e))
+                    }
+                };
+                if let Flow::Close(code) = flow {
+                    set_close(code);
                     break;
                 }
-            },
-            _ = &mut writer => break,
-            _ = &mut stop => {
-                *close_code.lock().unwrap_or_else(|p| p.into_inner()) = close_codes::GOING_AWAY;
+            }
+            _ = &mut idle => {
+                let deadline = last_seen + idle_timeout;
+                if deadline > Instant::now() {
+                    idle.as_mut().reset(deadline.into());
+                    continue;
+                }
+                metrics::counter!("tether_idle_disconnects_total").increment(1);
+                set_close(close_codes::IDLE_TIMEOUT);
                 break;
             }
         }
@@ -123,17 +169,47 @@ pub async fn run(
     tracing::debug!(session = %session.id, dialect, "disconnected");
 }
 
+/// A zero timeout or interval turns the feature off: ten years stands in for never
+/// (`Duration::MAX` would overflow the deadline arithmetic).
+fn forever_if_zero(d: Duration) -> Duration {
+    if d.is_zero() {
+        Duration::from_secs(10 * 365 * 24 * 3600)
+    } else {
+        d
+    }
+}
+
 async fn write_loop(
     mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
     outbox: Arc<Outbox>,
     codec: SharedCodec,
     close_code: Arc<Mutex<u16>>,
+    ping_interval: Duration,
 ) {
     let mut events = Vec::new();
     let mut frames = Vec::new();
     let mut msg = MsgNo::default();
+    let ping_interval = forever_if_zero(ping_interval);
+    let mut ping =
+        tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (code, reason) = loop {
-        match outbox.next_batch(&mut events).await {
+        let batch = tokio::select! {
+            batch = outbox.next_batch(&mut events) => batch,
+            _ = ping.tick() => {
+                // The reader's idle timer expects the pong. Guarded like any send: a
+                // client that does not read must not hold the writer.
+                let sent = tokio::select! {
+                    sent = sink.send(Message::Ping(Default::default())) => sent.is_ok(),
+                    _ = outbox.overflowed() => true,
+                };
+                if !sent {
+                    return;
+                }
+                continue;
+            }
+        };
+        match batch {
             Ok(()) => {
                 {
                     let mut codec = lock(&codec);
@@ -167,12 +243,7 @@ async fn write_loop(
             }
             Err(Closed::Gone) => {
                 let code = *close_code.lock().unwrap_or_else(|p| p.into_inner());
-                let reason = match code {
-                    close_codes::GOING_AWAY => "server shutting down: reconnect and resume",
-                    close_codes::TOO_BIG => "frame too large",
-                    _ => "",
-                };
-                break (code, reason);
+                break (code, close_codes::reason(code));
             }
         }
     };
@@ -181,11 +252,23 @@ async fn write_loop(
         reason: reason.into(),
     }));
     // A client that is not reading may never take the close frame; don't wait forever.
-    let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(frame)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        // When the client closed first, the WebSocket layer refuses a second close
+        // frame but holds its reply to the client's; closing the sink flushes that,
+        // so the client sees a clean close handshake (not 1006).
+        let _ = sink.send(frame).await;
+        let _ = sink.close().await;
+    })
+    .await;
 }
 
 impl Session {
-    async fn handle_text(&mut self, text: &str) {
+    async fn handle_text(&mut self, text: &str) -> Flow {
+        let verdict = self.rate.take(Instant::now());
+        if verdict == Verdict::Close {
+            metrics::counter!("tether_rate_limit_disconnects_total").increment(1);
+            return Flow::Close(close_codes::RATE_LIMITED);
+        }
         if text.len() > self.limits.max_message_bytes {
             let error = Error::new(
                 ErrorCode::TooLarge,
@@ -195,15 +278,53 @@ impl Session {
                     self.limits.max_message_bytes
                 ),
             );
-            return self.reject(Tag::Null, error);
+            self.reject(Tag::Null, error);
+            return Flow::Continue;
         }
+        // Refused messages are still decoded, so each error carries the request's
+        // tag in the dialect's own form, exactly as any other rejected request.
         let requests = lock(&self.codec).decode(text);
         for request in requests {
             match request {
+                Ok(Request { tag, .. }) if verdict == Verdict::Refuse => {
+                    self.reject(tag, self.rate_error());
+                }
                 Ok(Request { tag, op }) => self.execute(tag, op).await,
                 Err(Rejected { tag, error }) => self.reject(tag, error),
             }
         }
+        Flow::Continue
+    }
+
+    fn handle_binary(&mut self) -> Flow {
+        match self.rate.take(Instant::now()) {
+            Verdict::Close => {
+                metrics::counter!("tether_rate_limit_disconnects_total").increment(1);
+                Flow::Close(close_codes::RATE_LIMITED)
+            }
+            Verdict::Refuse => {
+                self.reject(Tag::Null, self.rate_error());
+                Flow::Continue
+            }
+            Verdict::Allow => {
+                self.reject(
+                    Tag::Null,
+                    Error::bad_request("binary frames are not supported; send JSON in text frames"),
+                );
+                Flow::Continue
+            }
+        }
+    }
+
+    fn rate_error(&self) -> Error {
+        metrics::counter!("tether_rate_limited_total").increment(1);
+        let (per_sec, burst) = self.rate.describe();
+        Error::new(
+            ErrorCode::LimitExceeded,
+            format!(
+                "rate limit: at most {per_sec} messages per second ({burst} at once); this one was not executed. Slow down: sending {burst} more while refused closes the connection (4029)"
+            ),
+        )
     }
 
     fn reject(&self, tag: Tag, error: Error) {

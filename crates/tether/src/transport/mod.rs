@@ -1,6 +1,12 @@
 //! Transport: HTTP and WebSocket in, bytes out. No storage and no protocol logic here:
 //! [`ws`] upgrades and hands the socket to a session with its dialect's codec,
 //! [`http`] maps the HTTP API onto the same engine calls every dialect uses.
+//! [`accept`] is the accept loop with the connection limits and handshake timeout,
+//! [`rate`] the per-connection message rate limit, [`echo`] the opt-in conformance
+//! endpoints.
 
+pub mod accept;
+pub mod echo;
 pub mod http;
+pub mod rate;
 pub mod ws;
