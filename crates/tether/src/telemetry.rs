@@ -121,6 +121,44 @@ fn describe() {
         "tether_commit_batch_size",
         "Writes committed together in one group commit."
     );
+    // Connection limits, TLS and auth (transport/accept.rs, tls.rs, ws.rs, session.rs).
+    describe_counter!(
+        "tether_connections_refused_total",
+        "Connections refused at accept, by reason: full (--max-connections) or per_ip (--max-connections-per-ip)."
+    );
+    describe_counter!(
+        "tether_accept_errors_total",
+        "Errors accepting a TCP connection (such as running out of file descriptors)."
+    );
+    describe_counter!(
+        "tether_tls_handshake_failures_total",
+        "TLS handshakes that failed or timed out."
+    );
+    describe_counter!(
+        "tether_upgrades_refused_total",
+        "WebSocket upgrades refused, by reason: origin (not an allowed browser origin) or auth (no valid token)."
+    );
+    describe_counter!(
+        "tether_idle_disconnects_total",
+        "Connections closed with 4000 after --idle-timeout of silence."
+    );
+    describe_counter!(
+        "tether_rate_limited_total",
+        "Messages answered with limit_exceeded because their connection passed --max-messages-per-sec."
+    );
+    describe_counter!(
+        "tether_rate_limit_disconnects_total",
+        "Connections closed with 4029 for flooding past the rate limit."
+    );
+    // RabbitMQ-fed topics (sources/).
+    describe_gauge!(
+        "tether_source_connected",
+        "1 while a --source is connected to its broker, 0 while it reconnects; by topic."
+    );
+    describe_counter!(
+        "tether_source_messages_total",
+        "Messages relayed from a --source to its topic, by topic."
+    );
     describe_counter!(
         "tether_http_requests_total",
         "HTTP requests (WebSocket upgrades included), by method and status."
