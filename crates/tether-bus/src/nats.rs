@@ -16,15 +16,15 @@
 //! - **Own messages are not echoed back.** The connection is made with `no_echo`: this
 //!   node already delivered its messages locally, and an echo would only cost a round
 //!   trip and a duplicate the hub would drop.
-//! - **One subject space per store.** Subjects are `tether.<epoch>.changes` and
-//!   `tether.<epoch>.topics`; the epoch is the store's identity, so nodes of different
+//! - **One subject space per store.** Subjects are `tether.<epoch>.changes`,
+//!   `tether.<epoch>.topics` and `tether.<epoch>.presence`; the epoch is the store's identity, so nodes of different
 //!   stores sharing one NATS never see each other's messages.
 //!
 //! The payload is JSON (`{"v":1,"kind":"change","change":{...}}`), readable with
 //! `nats sub 'tether.>'` when debugging. A message over the server's `max_payload`
 //! (1 MiB by default) is not sent; other nodes read that change from the store.
 
-use crate::{Bus, BusMessage};
+use crate::{Bus, BusMessage, PresenceEvent};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -71,6 +71,7 @@ impl std::fmt::Debug for NatsBus {
 struct Subjects {
     changes: String,
     topics: String,
+    presence: String,
     all: String,
 }
 
@@ -86,6 +87,7 @@ impl Subjects {
         Subjects {
             changes: format!("tether.{token}.changes"),
             topics: format!("tether.{token}.topics"),
+            presence: format!("tether.{token}.presence"),
             all: format!("tether.{token}.*"),
         }
     }
@@ -110,6 +112,9 @@ enum BodyOut<'a> {
         data: &'a Value,
         #[serde(skip_serializing_if = "Option::is_none")]
         to: Option<AudienceOut<'a>>,
+    },
+    Presence {
+        presence: &'a PresenceEvent,
     },
 }
 
@@ -141,6 +146,9 @@ enum BodyIn {
         #[serde(default)]
         to: Option<AudienceIn>,
     },
+    Presence {
+        presence: PresenceEvent,
+    },
 }
 
 #[derive(Deserialize)]
@@ -166,6 +174,7 @@ fn encode<'s>(subjects: &'s Subjects, message: &BusMessage) -> Result<(&'s str, 
                 }),
             },
         ),
+        BusMessage::Presence(presence) => (&subjects.presence, BodyOut::Presence { presence }),
     };
     let bytes = serde_json::to_vec(&WireOut {
         v: WIRE_VERSION,
@@ -186,6 +195,7 @@ fn decode(payload: &[u8]) -> std::result::Result<BusMessage, String> {
     }
     Ok(match wire.body {
         BodyIn::Change { change } => BusMessage::Change(Arc::new(change)),
+        BodyIn::Presence { presence } => BusMessage::Presence(Arc::new(presence)),
         BodyIn::Topic { topic, data, to } => BusMessage::Topic {
             topic: topic.into(),
             data: Arc::new(data),
@@ -362,6 +372,10 @@ impl Bus for NatsBus {
     fn subscribe(&self) -> broadcast::Receiver<BusMessage> {
         self.local.subscribe()
     }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]
@@ -428,6 +442,38 @@ mod tests {
             decode(&bytes),
             Ok(BusMessage::Topic { to: None, .. })
         ));
+    }
+
+    #[test]
+    fn presence_round_trips() {
+        let subjects = Subjects::new(&Epoch("e".into()));
+        for kind in [
+            crate::PresenceKind::Join {
+                room: "doc-1".into(),
+                user: "ann".into(),
+            },
+            crate::PresenceKind::Snapshot {
+                members: vec![("doc-1".into(), "ann".into())],
+            },
+            crate::PresenceKind::Hello,
+            crate::PresenceKind::Relay {
+                room: "doc-1".into(),
+                from: "ann".into(),
+                data: Arc::new(json!({"x": 1})),
+            },
+        ] {
+            let event = PresenceEvent {
+                node: "n1".into(),
+                kind,
+            };
+            let (subject, bytes) =
+                encode(&subjects, &BusMessage::Presence(Arc::new(event.clone()))).unwrap();
+            assert_eq!(subject, "tether.e.presence");
+            let BusMessage::Presence(back) = decode(&bytes).unwrap() else {
+                panic!("presence")
+            };
+            assert_eq!(*back, event);
+        }
     }
 
     #[test]

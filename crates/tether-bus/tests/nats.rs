@@ -57,6 +57,7 @@ fn label(m: &BusMessage) -> String {
     match m {
         BusMessage::Change(c) => format!("change {}", c.position),
         BusMessage::Topic { data, .. } => format!("topic {}", data["line"]),
+        BusMessage::Presence(p) => format!("presence {:?}", p.kind),
     }
 }
 

@@ -65,6 +65,8 @@ impl Hub {
                                 .offer_message(&entry.name, &topic, &data, to.as_deref());
                         }
                     }
+                    // Presence is applied by the presence task (presence.rs), not the hub.
+                    Ok(BusMessage::Presence(_)) => {}
                     Err(RecvError::Lagged(missed)) => {
                         metrics::counter!("tether_bus_errors_total", "kind" => "lagged").increment(1);
                         tracing::warn!(missed, "hub lagged behind the bus; reading from the store");

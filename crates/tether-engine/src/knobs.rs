@@ -19,6 +19,10 @@ pub struct Knobs {
     pub hub_check_interval: Duration,
     /// How long the server remembers a closed session's subscriptions for `resume`.
     pub session_retention: Duration,
+    /// With several nodes: how often each sends its presence snapshot (its heartbeat).
+    /// A node silent for three of these is taken as gone and its users leave, so this
+    /// bounds how long a crashed node's users linger in member lists elsewhere.
+    pub presence_heartbeat: Duration,
     /// Changes kept in the change log for resume. Older ones are compacted away; a
     /// client further behind gets a resync snapshot. Bounds the log's disk use.
     pub log_retention: u64,
@@ -35,6 +39,7 @@ impl Default for Knobs {
             commit_queue: 8_192,
             hub_check_interval: Duration::from_millis(500),
             session_retention: Duration::from_secs(300),
+            presence_heartbeat: Duration::from_secs(2),
             log_retention: 1_000_000,
             compaction_interval: Duration::from_secs(60),
         }

@@ -58,7 +58,7 @@ struct Inner {
     hub: Arc<Hub>,
     writes: mpsc::Sender<PendingWrite>,
     knobs: Knobs,
-    presence: Presence,
+    presence: Arc<Presence>,
     access: Access,
     /// Subscriptions of closed sessions, for `resume` without a subscription list.
     retained: Mutex<HashMap<Arc<str>, Retained>>,
@@ -105,6 +105,20 @@ impl Engine {
             hub.clone()
                 .run(store.clone(), bus.clone(), knobs.hub_check_interval),
         );
+        // Presence crosses nodes only on a shared bus; one node keeps it in memory.
+        let presence = if bus.is_shared() {
+            let (presence, outgoing) = Presence::networked();
+            let presence = Arc::new(presence);
+            tokio::spawn(presence::run_networked(
+                Arc::downgrade(&presence),
+                bus.clone(),
+                outgoing,
+                knobs.presence_heartbeat,
+            ));
+            presence
+        } else {
+            Arc::new(Presence::default())
+        };
         tokio::spawn(compact_periodically(
             store.clone(),
             knobs.log_retention,
@@ -117,7 +131,7 @@ impl Engine {
                 hub,
                 writes,
                 knobs,
-                presence: Presence::default(),
+                presence,
                 access,
                 retained: Mutex::new(HashMap::new()),
                 owners: Mutex::new(HashMap::new()),

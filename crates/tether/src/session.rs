@@ -430,7 +430,7 @@ impl Session {
     }
 
     /// Sends `data` to the other connections in `room`, as the user this connection
-    /// joined it as. Presence is per node, so relays reach the node's own connections.
+    /// joined it as, on every node.
     fn relay(&self, room: String, data: serde_json::Value) -> Result<Reply, Error> {
         let presence = self.engine.presence();
         let Some(from) = presence.user_in(&room, &self.outbox) else {
@@ -438,14 +438,7 @@ impl Session {
                 "this connection is not in room {room:?}; join it first"
             )));
         };
-        let (room, data): (Arc<str>, _) = (room.into(), Arc::new(data));
-        for other in presence.others(&room, &self.outbox) {
-            other.push(Outbound::Relay {
-                room: room.clone(),
-                from: from.clone(),
-                data: data.clone(),
-            });
-        }
+        presence.relay(&room, &self.outbox, &from, Arc::new(data));
         Ok(Reply::Ok)
     }
 

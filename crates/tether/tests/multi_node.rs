@@ -331,3 +331,98 @@ async fn three_nodes_one_log_and_resume_on_another_node() {
     drop(nodes);
     drop(schema);
 }
+
+/// Joins `room` as `user` and returns the members the reply names.
+async fn join(client: &mut Client, room: &str, user: &str) -> Vec<String> {
+    let reply = client
+        .request(json!({"type": "join", "room": room, "user": user}))
+        .await;
+    assert_eq!(reply["type"], "result", "{reply}");
+    serde_json::from_value(reply["members"].clone()).expect("members")
+}
+
+/// Waits for a presence event about `user` in `room`; returns (event, members).
+async fn presence_of(client: &mut Client, room: &str, user: &str) -> (String, Value) {
+    loop {
+        let m = client.recv_type("presence").await;
+        if m["room"] == room && m["user"] == user {
+            return (
+                m["event"].as_str().unwrap_or("").to_owned(),
+                m["members"].clone(),
+            );
+        }
+    }
+}
+
+/// Seed 003's active users and relays across nodes: users on different nodes see each
+/// other join and leave, relays cross nodes, and a killed node's users leave everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_and_relays_cross_nodes() {
+    let Some(env) = env() else {
+        return;
+    };
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let schema = Schema {
+        server: env.postgres.clone(),
+        name: format!("tt_{secs}_{}_1", std::process::id()),
+    };
+    let sep = if env.postgres.contains('?') { '&' } else { '?' };
+    let store = format!("{}{sep}schema={}", env.postgres, schema.name);
+    let children: Vec<Child> = (0..2).map(|_| Node::spawn(&store, &env.nats)).collect();
+    let mut nodes: Vec<Node> = children
+        .into_iter()
+        .enumerate()
+        .map(|(i, child)| Node::ready(child, &format!("node{}", i + 1)))
+        .collect();
+    let url = |n: &Node| format!("ws://{}/ws", n.addr);
+    let (mut alice, _) = Client::canonical(&url(&nodes[0])).await;
+    let (mut bob, _) = Client::canonical(&url(&nodes[1])).await;
+
+    let at_alice = join(&mut alice, "doc-1", "alice").await;
+    let at_bob = join(&mut bob, "doc-1", "bob").await;
+    // Whichever node learnt of the other user first, each side ends up told.
+    if !at_alice.contains(&"bob".to_owned()) {
+        let (event, members) = presence_of(&mut alice, "doc-1", "bob").await;
+        assert_eq!((event.as_str(), members), ("join", json!(["alice", "bob"])));
+    }
+    if !at_bob.contains(&"alice".to_owned()) {
+        let (event, members) = presence_of(&mut bob, "doc-1", "alice").await;
+        assert_eq!((event.as_str(), members), ("join", json!(["alice", "bob"])));
+    }
+
+    // A relay from node 1 reaches the room's member on node 2.
+    let reply = alice
+        .request(json!({"type": "relay", "room": "doc-1", "data": {"cursor": 7}}))
+        .await;
+    assert_eq!(reply["type"], "result", "{reply}");
+    let relayed = bob.recv_type("relay").await;
+    assert_eq!(
+        (&relayed["room"], &relayed["from"], &relayed["data"]),
+        (&json!("doc-1"), &json!("alice"), &json!({"cursor": 7}))
+    );
+
+    // A clean disconnect on node 2 is a leave on node 1.
+    drop(bob);
+    let (event, members) = presence_of(&mut alice, "doc-1", "bob").await;
+    assert_eq!((event.as_str(), members), ("leave", json!(["alice"])));
+
+    // A node that dies takes its users with it, once its heartbeats stop.
+    let (mut carol, _) = Client::canonical(&url(&nodes[1])).await;
+    join(&mut carol, "doc-1", "carol").await;
+    let (event, _) = presence_of(&mut alice, "doc-1", "carol").await;
+    assert_eq!(event, "join");
+    nodes[1].kill();
+    let started = Instant::now();
+    let (event, members) = presence_of(&mut alice, "doc-1", "carol").await;
+    assert_eq!((event.as_str(), members), ("leave", json!(["alice"])));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(nodes);
+    drop(schema);
+}
