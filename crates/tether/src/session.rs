@@ -103,6 +103,7 @@ pub async fn run(
         codec,
         close_code.clone(),
         limits.ping_interval,
+        dialect,
     ));
     let stop = async move {
         let _ = shutdown.wait_for(|stop| *stop).await;
@@ -131,6 +132,7 @@ pub async fn run(
                 let flow = match frame {
                     Some(Ok(Message::Text(text))) => {
                         metrics::counter!("tether_messages_in_total", "dialect" => dialect).increment(1);
+                        metrics::counter!("tether_bytes_in_total", "dialect" => dialect).increment(text.len() as u64);
                         session.handle_text(text.as_str()).await
                     }
                     Some(Ok(Message::Binary(_))) => session.handle_binary(),
@@ -185,6 +187,7 @@ async fn write_loop(
     codec: SharedCodec,
     close_code: Arc<Mutex<u16>>,
     ping_interval: Duration,
+    dialect: &'static str,
 ) {
     let mut events = Vec::new();
     let mut frames = Vec::new();
@@ -217,7 +220,11 @@ async fn write_loop(
                         codec.encode(&event, &mut msg, &mut frames);
                     }
                 }
-                metrics::counter!("tether_messages_out_total").increment(frames.len() as u64);
+                metrics::counter!("tether_messages_out_total", "dialect" => dialect)
+                    .increment(frames.len() as u64);
+                let bytes: usize = frames.iter().map(String::len).sum();
+                metrics::counter!("tether_bytes_out_total", "dialect" => dialect)
+                    .increment(bytes as u64);
                 let send = async {
                     for frame in frames.drain(..) {
                         sink.feed(Message::Text(frame.into())).await?;

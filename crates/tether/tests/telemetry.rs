@@ -30,6 +30,9 @@ async fn metrics_are_prometheus_text_with_histograms_and_help() {
         "tether_connections{dialect=\"canonical\"}",
         "# TYPE tether_http_requests_total counter",
         "tether_changelog_position",
+        "tether_bytes_in_total{dialect=\"canonical\"}",
+        "tether_bytes_out_total{dialect=\"canonical\"}",
+        "tether_messages_out_total{dialect=\"canonical\"}",
     ] {
         assert!(text.contains(line), "missing {line:?} in\n{text}");
     }

@@ -11,6 +11,7 @@ use axum::Extension;
 use axum::Router;
 use std::collections::HashMap;
 use tether_dialects::Dialect;
+use tracing::Instrument;
 
 /// Mounts every dialect of the registry at its path.
 pub fn routes(dialects: Vec<&'static dyn Dialect>) -> Router<AppState> {
@@ -43,18 +44,23 @@ async fn upgrade(
         Err(e) => return crate::transport::http::ApiError(e).into_response(),
     };
     let limits = state.limits;
-    configure(ws, &limits).on_upgrade(move |socket| async move {
-        // The connection keeps its place under the connection limits while it runs.
-        let _slot = slot;
-        session::run(
-            socket,
-            state.engine.clone(),
-            codec,
-            dialect.name(),
-            session_limits(&limits),
-            state.shutdown.clone(),
-        )
-        .await
+    // The connection's log lines keep the upgrade request's span (its request id).
+    let span = tracing::Span::current();
+    configure(ws, &limits).on_upgrade(move |socket| {
+        async move {
+            // The connection keeps its place under the connection limits while it runs.
+            let _slot = slot;
+            session::run(
+                socket,
+                state.engine.clone(),
+                codec,
+                dialect.name(),
+                session_limits(&limits),
+                state.shutdown.clone(),
+            )
+            .await
+        }
+        .instrument(span)
     })
 }
 
