@@ -24,6 +24,9 @@ pub const IDLE_TIMEOUT: u16 = 4000;
 /// `limit_exceeded` (`--max-messages-per-sec`, `--message-burst`). Slow down, then
 /// reconnect and resume.
 pub const RATE_LIMITED: u16 = 4029;
+/// The token the connection authenticated with expired. Reconnect with a fresh token
+/// and resume.
+pub const AUTH_EXPIRED: u16 = 4001;
 
 /// The close code for an error reading a WebSocket: the transport cannot go on, and
 /// the code tells the client why (RFC 6455 section 7.4.1).
@@ -51,6 +54,7 @@ pub fn reason(code: u16) -> &'static str {
         SLOW_CONSUMER => "slow consumer: reconnect and resume",
         IDLE_TIMEOUT => "idle timeout: no message or pong",
         RATE_LIMITED => "message rate exceeded: slow down, reconnect and resume",
+        AUTH_EXPIRED => "token expired: reconnect with a fresh token and resume",
         _ => "",
     }
 }

@@ -95,6 +95,10 @@ pub struct Config {
     /// Autobahn test suite; never needed in production).
     #[arg(long, env = "TETHER_ECHO_ENDPOINT")]
     pub echo_endpoint: bool,
+
+    /// Auth, access rules, browser origins and TLS (all off by default).
+    #[command(flatten)]
+    pub security: crate::security::SecurityConfig,
 }
 
 /// Parses `90s`, `500ms`, `2m` or a bare number of seconds.
@@ -143,6 +147,7 @@ impl Config {
             ping_interval: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(90),
             echo_endpoint: false,
+            security: crate::security::SecurityConfig::default(),
         }
     }
 }

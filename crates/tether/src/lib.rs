@@ -7,14 +7,18 @@
 //! - [`server`]: opens the store and bus, starts the engine, serves.
 //! - [`sources`]: live streams from RabbitMQ relayed to topics.
 //! - [`config`]: flags and defaults; [`close_codes`]: the close codes we send.
+//! - [`auth`]: who is calling (bearer tokens); [`security`]: the auth, origin and TLS
+//!   settings. The access rules themselves are `tether_engine::access`.
 //! - [`inspector`]: the web page at `/`.
 //! - [`telemetry`]: the Prometheus recorder behind `/metrics`, request ids in logs.
 //!
 //! The engine, store, bus, dialects and core types live in their own crates.
 
+pub mod auth;
 pub mod close_codes;
 pub mod config;
 pub mod inspector;
+pub mod security;
 pub mod server;
 pub mod session;
 pub mod sources;

@@ -37,6 +37,8 @@ pub struct AppState {
     pub limits: TransportLimits,
     pub shutdown: watch::Receiver<bool>,
     pub metrics: Option<PrometheusHandle>,
+    /// Authentication and browser-origin settings every request is checked against.
+    pub security: Arc<crate::security::Security>,
 }
 
 /// A running server.
@@ -133,6 +135,9 @@ async fn open_bus(config: &Config, epoch: &Epoch) -> Result<Arc<dyn Bus>> {
 
 /// Binds, opens the store and starts serving in the background.
 pub async fn start(config: Config) -> Result<Server> {
+    // Keys, rules and certificates first: a mistake there should stop the server
+    // before it binds, not after it has served a request.
+    let loaded = crate::security::load(&config.security).map_err(Error::bad_request)?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| Error::unavailable(format!("cannot listen on {}: {e}", config.listen)))?;
@@ -141,7 +146,7 @@ pub async fn start(config: Config) -> Result<Server> {
         .map_err(|e| Error::unavailable(format!("cannot read the bound address: {e}")))?;
     let (store, store_location) = open_store(&config).await?;
     let bus = open_bus(&config, store.epoch()).await?;
-    let engine = Engine::start(
+    let engine = Engine::start_with_access(
         store,
         bus,
         Knobs {
@@ -150,6 +155,7 @@ pub async fn start(config: Config) -> Result<Server> {
             max_subscriptions: config.max_subscriptions,
             ..Knobs::default()
         },
+        loaded.access,
     )
     .await?;
     // Relayed streams start once the engine can publish; a bad spec stops the start.
@@ -167,6 +173,7 @@ pub async fn start(config: Config) -> Result<Server> {
         },
         shutdown: shutdown_rx.clone(),
         metrics: crate::telemetry::metrics_handle(),
+        security: Arc::new(loaded.security),
     };
     let router = if config.echo_endpoint {
         // Opt-in only: the conformance suite's echo endpoints (transport/echo.rs).
@@ -195,6 +202,7 @@ pub async fn start(config: Config) -> Result<Server> {
         router.clone(),
         gate.clone(),
         options,
+        loaded.tls,
         shutdown_rx,
     ));
     Ok(Server {

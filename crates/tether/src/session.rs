@@ -18,7 +18,7 @@ use tether_core::{
     Write, WriteKind,
 };
 use tether_dialects::{Codec, MsgNo, Rejected, Request};
-use tether_engine::{Closed, Engine, Outbox};
+use tether_engine::{Closed, Engine, Identity, Outbox};
 use tokio::sync::watch;
 
 /// Replies kept per connection for `retry` confirmations (seed 001).
@@ -50,6 +50,8 @@ pub struct Session {
     limits: Limits,
     kept: VecDeque<(Tag, Outbound)>,
     rate: RateLimit,
+    /// Who the connection authenticated as; every op is checked against it.
+    who: Arc<Identity>,
 }
 
 /// Whether the reader goes on after a frame.
@@ -69,9 +71,26 @@ pub async fn run(
     codec: Box<dyn Codec>,
     dialect: &'static str,
     limits: Limits,
+    shutdown: watch::Receiver<bool>,
+) {
+    let anonymous = Arc::new(Identity::anonymous());
+    run_as(socket, engine, codec, dialect, limits, shutdown, anonymous).await
+}
+
+/// [`run`] for an authenticated caller: every op is checked against `who`'s access,
+/// and the connection closes (4001) when `who`'s token expires.
+pub async fn run_as(
+    socket: WebSocket,
+    engine: Engine,
+    codec: Box<dyn Codec>,
+    dialect: &'static str,
+    limits: Limits,
     mut shutdown: watch::Receiver<bool>,
+    who: Arc<Identity>,
 ) {
     let outbox = engine.new_outbox();
+    outbox.set_identity(who.clone());
+    let expiry = token_expiry(&who);
     let codec: SharedCodec = Arc::new(Mutex::new(codec));
     let mut session = Session {
         id: format!("c-{}", RecordId::generate()).into(),
@@ -85,8 +104,11 @@ pub async fn run(
             limits.message_burst,
             Instant::now(),
         ),
+        who,
     };
     outbox.set_session(&session.id);
+    // A fresh random id: no one else can hold it, so this only records the claim.
+    let _ = engine.claim_session(&session.who, &session.id);
     metrics::gauge!("tether_connections", "dialect" => dialect).increment(1.0);
     tracing::debug!(session = %session.id, dialect, "connected");
     outbox.push(Outbound::Welcome {
@@ -115,6 +137,8 @@ pub async fn run(
     let idle_timeout = forever_if_zero(limits.idle_timeout);
     let idle = tokio::time::sleep(idle_timeout);
     tokio::pin!(idle);
+    let expired = tokio::time::sleep(expiry);
+    tokio::pin!(expired);
     let set_close = |code: u16| *close_code.lock().unwrap_or_else(|p| p.into_inner()) = code;
 
     loop {
@@ -127,6 +151,10 @@ pub async fn run(
                 break;
             }
             _ = &mut writer => break,
+            _ = &mut expired => {
+                set_close(close_codes::AUTH_EXPIRED);
+                break;
+            }
             frame = stream.next() => {
                 last_seen = Instant::now();
                 let flow = match frame {
@@ -169,6 +197,19 @@ pub async fn run(
     }
     metrics::gauge!("tether_connections", "dialect" => dialect).decrement(1.0);
     tracing::debug!(session = %session.id, dialect, "disconnected");
+}
+
+/// How long `who`'s token stays valid; "forever" for a token without `exp` (only
+/// anonymous callers: verified tokens must carry one).
+fn token_expiry(who: &Identity) -> Duration {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    match who.expires_at {
+        Some(exp) => Duration::from_secs(exp.saturating_sub(now)),
+        None => forever_if_zero(Duration::ZERO),
+    }
 }
 
 /// A zero timeout or interval turns the feature off: ten years stands in for never
@@ -362,13 +403,17 @@ impl Session {
     async fn execute(&mut self, tag: Tag, op: Op) {
         let engine = self.engine.clone();
         let result = match op {
-            Op::Get { resource, id } => engine.get(&resource, &id).await.map(Reply::Record),
-            Op::Query { resource, query } => {
-                engine.query(&resource, &query).await.map(Reply::Records)
-            }
+            Op::Get { resource, id } => engine
+                .get_as(&self.who, &resource, &id)
+                .await
+                .map(Reply::Record),
+            Op::Query { resource, query } => engine
+                .query_as(&self.who, &resource, &query)
+                .await
+                .map(Reply::Records),
             Op::Write(write) => {
                 let started = std::time::Instant::now();
-                let result = engine.write(write).await.map(Reply::Written);
+                let result = engine.write_as(&self.who, write).await.map(Reply::Written);
                 metrics::histogram!("tether_write_seconds").record(started.elapsed().as_secs_f64());
                 result
             }
@@ -402,18 +447,16 @@ impl Session {
                 since,
                 subs,
             } => self.resume(session, since, subs).await,
-            Op::Publish { topic, data } => engine.publish(&topic, data).await.map(|()| Reply::Ok),
+            Op::Publish { topic, data } => engine
+                .publish_as(&self.who, &topic, data, tether_core::Audience::default())
+                .await
+                .map(|()| Reply::Ok),
             Op::Confirm { kind, of } => return self.confirm(kind, of),
             Op::Presence { room, join, user } => {
                 if room.is_empty() || room.len() > 256 {
                     Err(Error::bad_request("a room name must be 1-256 bytes"))
                 } else if join {
-                    let user = user.unwrap_or_else(|| self.id.to_string());
-                    Ok(Reply::Members(engine.presence().join(
-                        &self.outbox,
-                        &room,
-                        &user,
-                    )))
+                    self.join(&room, user).await
                 } else if engine.presence().leave(&self.outbox, &room) {
                     Ok(Reply::Ok)
                 } else {
@@ -470,10 +513,15 @@ impl Session {
             Some(data) => {
                 let write =
                     Write::new(WriteKind::Create, resource.clone(), id.clone(), data, None)?;
-                self.engine.write(write).await?;
+                self.engine.write_as(&self.who, write).await?;
             }
             None => {
-                if self.engine.get(&resource, &id).await?.is_none() {
+                if self
+                    .engine
+                    .get_as(&self.who, &resource, &id)
+                    .await?
+                    .is_none()
+                {
                     return Err(Error::not_found(resource.as_str(), id.as_str()));
                 }
             }
@@ -485,10 +533,29 @@ impl Session {
         self.engine
             .subscribe(&self.outbox, &sub, spec, None, Some(tag.clone()))
             .await?;
+        self.join(&room, user).await
+    }
+
+    /// Joins a presence room, if the access rules let this caller in (a record's room
+    /// needs read access to the record). With auth on, a caller appears under its
+    /// token's subject: naming another user is refused, so presence cannot be forged.
+    async fn join(&self, room: &str, user: Option<String>) -> Result<Reply, Error> {
+        self.engine.check_join(&self.who, room).await?;
+        let user = match (&self.who.subject, user) {
+            (_, user) if self.engine.access().is_open() => user,
+            (Some(subject), Some(user)) if *user != **subject => {
+                return Err(tether_engine::access::forbidden(format!(
+                    "you are {subject:?}; you cannot join as {user:?}"
+                )))
+            }
+            (Some(subject), _) => Some(subject.to_string()),
+            // An anonymous caller has no name to prove, so it appears as its session.
+            (None, _) => None,
+        };
         let user = user.unwrap_or_else(|| self.id.to_string());
         Ok(Reply::Members(self.engine.presence().join(
             &self.outbox,
-            &room,
+            room,
             &user,
         )))
     }
@@ -504,6 +571,8 @@ impl Session {
         if session.is_empty() || session.len() > 128 {
             return Err(Error::bad_request("field \"session\" must be 1-128 bytes"));
         }
+        // With auth on, only the session's own subject may take it over.
+        self.engine.claim_session(&self.who, &session)?;
         let subs: Vec<(String, SubSpec, Option<tether_core::Since>)> = match subs {
             Some(subs) => subs
                 .into_iter()
@@ -511,12 +580,15 @@ impl Session {
                 .collect(),
             None => self
                 .engine
-                .recall(&session)
+                .recall_as(&self.who, &session)
                 .unwrap_or_default()
                 .into_iter()
                 .map(|(name, spec)| (name.to_string(), (*spec).clone(), since.clone()))
                 .collect(),
         };
+        if *self.id != *session {
+            self.engine.release_session(&self.id);
+        }
         self.id = session.into();
         self.outbox.set_session(&self.id);
         let mut restored = Vec::new();

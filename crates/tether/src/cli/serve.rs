@@ -34,6 +34,10 @@ pub async fn run(args: ServeArgs) -> ExitCode {
     if let Some(file) = &args.config_file {
         tracing::info!(config = %file.display(), "configuration file loaded");
     }
+    let (http, ws) = match args.server.security.tls_cert {
+        Some(_) => ("https", "wss"),
+        None => ("http", "ws"),
+    };
     let server = match tether::start(args.server).await {
         Ok(server) => server,
         Err(e) => {
@@ -46,10 +50,10 @@ pub async fn run(args: ServeArgs) -> ExitCode {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
-        "tether listening on http://{addr} (WebSocket: ws://{addr}/ws)"
+        "tether listening on {http}://{addr} (WebSocket: {ws}://{addr}/ws)"
     );
     let _ = writeln!(out, "data: {}", server.store_location);
-    let _ = writeln!(out, "inspector: http://{addr}/");
+    let _ = writeln!(out, "inspector: {http}://{addr}/");
     let _ = out.flush();
     drop(out);
     tracing::info!(%addr, store = %server.store_location, "serving");

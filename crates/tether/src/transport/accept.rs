@@ -168,6 +168,7 @@ pub async fn serve(
     router: Router,
     gate: Arc<Gate>,
     options: AcceptOptions,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let mut backoff = BACKOFF_MIN;
@@ -183,14 +184,19 @@ pub async fn serve(
                 // writer already batches frames per wake-up.
                 let _ = tcp.set_nodelay(true);
                 let admitted = gate.admit(peer.ip());
-                tokio::spawn(serve_io(
-                    tcp,
-                    peer,
-                    admitted,
-                    router.clone(),
-                    options,
-                    shutdown.clone(),
-                ));
+                let (router, stop) = (router.clone(), shutdown.clone());
+                match &tls {
+                    None => tokio::spawn(serve_io(tcp, peer, admitted, router, options, stop)),
+                    Some(tls) => tokio::spawn(super::tls::serve_tls(
+                        tls.clone(),
+                        tcp,
+                        peer,
+                        admitted,
+                        router,
+                        options,
+                        stop,
+                    )),
+                };
             }
             // The client gave up before we took its connection: nothing to wait for.
             Err(e) if is_connection_error(&e) => {}

@@ -4,20 +4,27 @@
 //! fans out to WebSocket subscribers like any other. Records are sent as
 //! `{"resource", "id", "version", "data"}`; errors as `{"error": {"code", "message"}}`
 //! with the status from [`tether_core::ErrorCode::http_status`].
+//!
+//! Every route but `/health` takes a [`Caller`]: with auth on, a request without a
+//! valid bearer token is answered 401 before its handler runs, and the handler reads
+//! and writes as that caller, so the access rules apply exactly as on a WebSocket.
 
 use crate::server::AppState;
 use axum::body::Bytes;
-use axum::extract::{Path, Query as UrlQuery, State};
+use axum::extract::{FromRequestParts, Path, Query as UrlQuery, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use tether_core::{
     Audience, Data, Error, ErrorCode, Order, Query, RecordId, ResourceName, Write, WriteKind,
 };
 use tether_dialects::canonical::record_json;
+use tether_engine::{Identity, ReadGuard};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -34,6 +41,22 @@ pub fn routes() -> Router<AppState> {
                 .post(create_with_id),
         )
         .route("/publish/{*topic}", post(publish))
+}
+
+/// The authenticated caller of a request (see [`crate::auth`]); 401 when the token is
+/// missing or invalid and auth is on.
+pub struct Caller(pub Arc<Identity>);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = state
+            .security
+            .auth
+            .authenticate(&parts.headers, parts.uri.query())?;
+        Ok(Caller(caller.identity))
+    }
 }
 
 /// An error as an HTTP response.
@@ -53,6 +76,11 @@ impl IntoResponse for ApiError {
         if let Some(v) = self.0.current_version {
             body["error"]["version"] = v.into();
         }
+        if self.0.code == ErrorCode::Unauthorized {
+            // RFC 6750: tell the client which scheme to use.
+            let challenge = HeaderValue::from_static("Bearer realm=\"tether\"");
+            return (status, [(header::WWW_AUTHENTICATE, challenge)], Json(body)).into_response();
+        }
         (status, Json(body)).into_response()
     }
 }
@@ -64,7 +92,7 @@ async fn health(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(_caller: Caller, State(state): State<AppState>) -> Response {
     metrics::gauge!("tether_subscriptions").set(state.engine.subscription_count() as f64);
     metrics::gauge!("tether_changelog_position").set(state.engine.position().0 as f64);
     let text = state
@@ -75,11 +103,17 @@ async fn metrics(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
-async fn resources(State(state): State<AppState>) -> ApiResult {
+async fn resources(Caller(who): Caller, State(state): State<AppState>) -> ApiResult {
     let resources = state.engine.resources().await?;
+    // A caller sees the resources it may read something of; the count only where it
+    // may read everything, since it would tell how many records others hold.
     let list: Vec<Value> = resources
         .iter()
-        .map(|r| json!({"name": r.name, "records": r.records}))
+        .filter_map(|r| match state.engine.access().read_guard(&who, &r.name) {
+            ReadGuard::All => Some(json!({"name": r.name, "records": r.records})),
+            ReadGuard::Check(_) => Some(json!({"name": r.name})),
+            ReadGuard::None => None,
+        })
         .collect();
     Ok(Json(json!({"resources": list})).into_response())
 }
@@ -88,6 +122,7 @@ async fn resources(State(state): State<AppState>) -> ApiResult {
 /// other parameters; a value that parses as JSON (`true`, `3`, `null`) is compared as
 /// that JSON value, anything else as a string.
 async fn list(
+    Caller(who): Caller,
     State(state): State<AppState>,
     Path(resource): Path<String>,
     UrlQuery(params): UrlQuery<BTreeMap<String, String>>,
@@ -115,22 +150,25 @@ async fn list(
                     })?;
                 query.limit = Some(limit);
             }
+            // The caller's token, when sent in the URL, is no filter.
+            "token" => {}
             _ => {
                 let v = serde_json::from_str(&value).unwrap_or(Value::String(value));
                 query.filter.insert(key, v);
             }
         }
     }
-    let records = state.engine.query(&resource, &query).await?;
+    let records = state.engine.query_as(&who, &resource, &query).await?;
     Ok(Json(records.iter().map(record_json).collect::<Vec<_>>()).into_response())
 }
 
 async fn read(
+    Caller(who): Caller,
     State(state): State<AppState>,
     Path((resource, id)): Path<(String, String)>,
 ) -> ApiResult {
     let (resource, id) = (ResourceName::parse(&resource)?, RecordId::parse(&id)?);
-    match state.engine.get(&resource, &id).await? {
+    match state.engine.get_as(&who, &resource, &id).await? {
         Some(record) => Ok(with_etag(
             Json(record_json(&record)).into_response(),
             record.version,
@@ -141,6 +179,7 @@ async fn read(
 
 /// `POST /api/<resource>`: creates; the id is the body's `id` or a new one.
 async fn create(
+    Caller(who): Caller,
     State(state): State<AppState>,
     Path(resource): Path<String>,
     body: Bytes,
@@ -151,10 +190,11 @@ async fn create(
         Some(v) => RecordId::from_json(v)?,
         None => RecordId::generate(),
     };
-    write(&state, WriteKind::Create, resource, id, data, None).await
+    write(&state, &who, WriteKind::Create, resource, id, data, None).await
 }
 
 async fn create_with_id(
+    Caller(who): Caller,
     State(state): State<AppState>,
     Path((resource, id)): Path<(String, String)>,
     body: Bytes,
@@ -162,6 +202,7 @@ async fn create_with_id(
     let (resource, id) = (ResourceName::parse(&resource)?, RecordId::parse(&id)?);
     write(
         &state,
+        &who,
         WriteKind::Create,
         resource,
         id,
@@ -172,6 +213,7 @@ async fn create_with_id(
 }
 
 async fn replace(
+    Caller(who): Caller,
     State(state): State<AppState>,
     Path((resource, id)): Path<(String, String)>,
     headers: HeaderMap,
@@ -181,6 +223,7 @@ async fn replace(
     let expected = if_match(&headers)?;
     write(
         &state,
+        &who,
         WriteKind::Upsert,
         resource,
         id,
@@ -191,6 +234,7 @@ async fn replace(
 }
 
 async fn patch(
+    Caller(who): Caller,
     State(state): State<AppState>,
     Path((resource, id)): Path<(String, String)>,
     headers: HeaderMap,
@@ -200,6 +244,7 @@ async fn patch(
     let expected = if_match(&headers)?;
     write(
         &state,
+        &who,
         WriteKind::Patch,
         resource,
         id,
@@ -210,6 +255,7 @@ async fn patch(
 }
 
 async fn remove(
+    Caller(who): Caller,
     State(state): State<AppState>,
     Path((resource, id)): Path<(String, String)>,
     headers: HeaderMap,
@@ -218,6 +264,7 @@ async fn remove(
     let expected = if_match(&headers)?;
     write(
         &state,
+        &who,
         WriteKind::Delete,
         resource,
         id,
@@ -235,6 +282,7 @@ async fn remove(
 /// parses, like the filters of `GET /api/<resource>`). Any other parameter is a 400,
 /// so a misspelt target never becomes a broadcast to everyone.
 async fn publish(
+    Caller(who): Caller,
     State(state): State<AppState>,
     Path(topic): Path<String>,
     UrlQuery(params): UrlQuery<Vec<(String, String)>>,
@@ -250,6 +298,8 @@ async fn publish(
                     .filter(|s| !s.is_empty())
                     .map(str::to_owned),
             );
+        } else if key == "token" {
+            // The caller's token, when sent in the URL.
         } else if let Some(field) = key.strip_prefix("watching.").filter(|f| !f.is_empty()) {
             let v = serde_json::from_str(&value).unwrap_or(Value::String(value));
             audience.watching.insert(field.to_owned(), v);
@@ -266,12 +316,16 @@ async fn publish(
             format!("the body is not valid JSON: {e}"),
         )
     })?;
-    state.engine.publish_to(&topic, data, audience).await?;
+    state
+        .engine
+        .publish_as(&who, &topic, data, audience)
+        .await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"topic": topic}))).into_response())
 }
 
 async fn write(
     state: &AppState,
+    who: &Arc<Identity>,
     kind: WriteKind,
     resource: ResourceName,
     id: RecordId,
@@ -280,7 +334,7 @@ async fn write(
 ) -> ApiResult {
     let change = state
         .engine
-        .write(Write::new(kind, resource, id, data, expected)?)
+        .write_as(who, Write::new(kind, resource, id, data, expected)?)
         .await?;
     // An upsert that found no record (version 1) created one, like a create.
     let created = kind == WriteKind::Create || (kind == WriteKind::Upsert && change.version == 1);

@@ -3,10 +3,13 @@
 //! [`http`] maps the HTTP API onto the same engine calls every dialect uses.
 //! [`accept`] is the accept loop with the connection limits and handshake timeout,
 //! [`rate`] the per-connection message rate limit, [`echo`] the opt-in conformance
-//! endpoints.
+//! endpoints. [`origin`] checks browser origins on upgrades, [`tls`] loads the
+//! certificate for https:// and wss://.
 
 pub mod accept;
 pub mod echo;
 pub mod http;
+pub mod origin;
 pub mod rate;
+pub mod tls;
 pub mod ws;

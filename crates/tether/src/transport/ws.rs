@@ -1,10 +1,15 @@
 //! WebSocket endpoints: one route per registered dialect.
+//!
+//! An upgrade is checked before any session starts: the browser Origin against the
+//! allow-list (403), then the caller's token (401). A refused client gets an HTTP
+//! answer rather than a socket, and nothing it could read.
 
 use crate::server::{AppState, TransportLimits};
 use crate::session;
 use crate::transport::accept::ConnSlot;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Extension;
@@ -23,8 +28,10 @@ pub fn routes(dialects: Vec<&'static dyn Dialect>) -> Router<AppState> {
                 move |ws: WebSocketUpgrade,
                       Path(params): Path<HashMap<String, String>>,
                       slot: Option<Extension<ConnSlot>>,
+                      headers: HeaderMap,
+                      RawQuery(query): RawQuery,
                       State(state): State<AppState>| {
-                    upgrade(dialect, ws, params, slot, state)
+                    upgrade(dialect, ws, params, slot, state, headers, query)
                 },
             ),
         );
@@ -38,25 +45,47 @@ async fn upgrade(
     params: HashMap<String, String>,
     slot: Option<Extension<ConnSlot>>,
     state: AppState,
+    headers: HeaderMap,
+    query: Option<String>,
 ) -> Response {
+    if let Err(reason) = state.security.origins.check(&headers) {
+        metrics::counter!("tether_upgrades_refused_total", "reason" => "origin").increment(1);
+        tracing::debug!(reason, "WebSocket upgrade refused");
+        let error = tether_engine::access::forbidden(reason);
+        return crate::transport::http::ApiError(error).into_response();
+    }
+    let caller = match state.security.auth.authenticate(&headers, query.as_deref()) {
+        Ok(caller) => caller,
+        Err(e) => {
+            metrics::counter!("tether_upgrades_refused_total", "reason" => "auth").increment(1);
+            return crate::transport::http::ApiError(e).into_response();
+        }
+    };
     let codec = match dialect.codec(&params) {
         Ok(codec) => codec,
         Err(e) => return crate::transport::http::ApiError(e).into_response(),
     };
     let limits = state.limits;
+    let mut ws = configure(ws, &limits);
+    if let Some(protocol) = caller.protocol {
+        // A browser that offered subprotocols fails the connection unless the server
+        // picks one: answer with the entry that carried the token.
+        ws = ws.protocols([protocol]);
+    }
     // The connection's log lines keep the upgrade request's span (its request id).
     let span = tracing::Span::current();
-    configure(ws, &limits).on_upgrade(move |socket| {
+    ws.on_upgrade(move |socket| {
         async move {
             // The connection keeps its place under the connection limits while it runs.
             let _slot = slot;
-            session::run(
+            session::run_as(
                 socket,
                 state.engine.clone(),
                 codec,
                 dialect.name(),
                 session_limits(&limits),
                 state.shutdown.clone(),
+                caller.identity,
             )
             .await
         }
