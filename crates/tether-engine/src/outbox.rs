@@ -134,8 +134,13 @@ impl Outbox {
                     return Err(Closed::SlowConsumer);
                 }
                 if !state.queue.is_empty() {
-                    into.extend(state.queue.drain(..).map(|(m, _)| m));
+                    // Taken rather than drained: an idle connection then keeps no queue
+                    // buffer (a few hundred bytes, times every connection), and the
+                    // hub waits on this lock for a swap, not for the copy.
+                    let queue = std::mem::take(&mut state.queue);
                     state.bytes = 0;
+                    drop(state);
+                    into.extend(queue.into_iter().map(|(m, _)| m));
                     return Ok(());
                 }
                 if let Some(closed) = state.closed {

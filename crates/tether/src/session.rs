@@ -161,7 +161,10 @@ pub async fn run_as(
                     Some(Ok(Message::Text(text))) => {
                         metrics::counter!("tether_messages_in_total", "dialect" => dialect).increment(1);
                         metrics::counter!("tether_bytes_in_total", "dialect" => dialect).increment(text.len() as u64);
-                        session.handle_text(text.as_str()).await
+                        // Boxed: awaited inline, the handling future (a subscribe's
+                        // snapshot read, a write's commit) would be part of every
+                        // idle connection's state; boxed it is allocated per message.
+                        Box::pin(session.handle_text(text.as_str())).await
                     }
                     Some(Ok(Message::Binary(_))) => session.handle_binary(),
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => Flow::Continue,

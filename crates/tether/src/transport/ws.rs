@@ -97,7 +97,16 @@ async fn upgrade(
 pub fn configure(ws: WebSocketUpgrade, limits: &TransportLimits) -> WebSocketUpgrade {
     ws.max_message_size(limits.max_frame_bytes)
         .max_frame_size(limits.max_frame_bytes)
+        .read_buffer_size(READ_BUFFER_BYTES)
 }
+
+/// tungstenite allocates its read buffer per connection and zero-fills all of it before
+/// every read; its 128 KiB default was nearly all of an idle connection's memory
+/// (bench: 135 KiB per connection; BENCHMARKS.md). Client messages are mostly small; a
+/// larger frame still arrives whole (the buffer grows to the frame's length), read in
+/// steps of this size, so only big uploads pay, with more read calls (about one per
+/// KiB, well under a millisecond per MiB).
+const READ_BUFFER_BYTES: usize = 1024;
 
 /// The per-connection limits a session enforces.
 pub fn session_limits(limits: &TransportLimits) -> session::Limits {
