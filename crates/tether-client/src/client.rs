@@ -110,10 +110,22 @@ pub enum ConnectionEvent {
 }
 
 /// Configures and opens a [`Client`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClientBuilder {
     url: String,
     options: Options,
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token itself: builders end up in logs.
+        f.debug_struct("ClientBuilder")
+            .field("url", &self.url)
+            .field("options", &self.options)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .finish()
+    }
 }
 
 impl ClientBuilder {
@@ -148,6 +160,14 @@ impl ClientBuilder {
         self
     }
 
+    /// Sends `Authorization: Bearer <token>` with every connection attempt (for a
+    /// server with auth on; an open server ignores it). Replace it later with
+    /// [`Client::set_token`].
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
     /// Keep the records subscriptions hold: [`Client::store`], [`Subscription::records`]
     /// and full records in [`Event::Patch`] (default off: a client that only streams
     /// changes should not hold a copy of every record).
@@ -170,6 +190,7 @@ impl ClientBuilder {
             .0,
             events: broadcast::channel(256).0,
             store: self.options.local_store.then(LocalStore::new),
+            token: std::sync::Mutex::new(self.token.clone()),
         });
         let (first, first_rx) = oneshot::channel();
         let driver = Driver::new(url, self.options.clone(), rx, shared.clone());
@@ -218,6 +239,7 @@ impl Client {
         ClientBuilder {
             url: url.to_owned(),
             options: Options::default(),
+            token: None,
         }
     }
 
@@ -233,6 +255,18 @@ impl Client {
     /// Connection events from now on (a lagging receiver skips the oldest).
     pub fn events(&self) -> broadcast::Receiver<ConnectionEvent> {
         self.inner.shared.events.subscribe()
+    }
+
+    /// Replaces the bearer token for the next connection attempts: a refreshed token
+    /// before the old one expires (the server closes a connection whose token expired
+    /// with 4001, and the client reconnects with whatever token it has then).
+    pub fn set_token(&self, token: Option<String>) {
+        *self
+            .inner
+            .shared
+            .token
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = token;
     }
 
     /// The local store, when turned on with [`ClientBuilder::local_store`].

@@ -31,6 +31,9 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
@@ -145,6 +148,15 @@ pub(crate) struct Shared {
     pub(crate) status: watch::Sender<Status>,
     pub(crate) events: broadcast::Sender<ConnectionEvent>,
     pub(crate) store: Option<LocalStore>,
+    /// The bearer token for the next connection attempt; a caller may replace it (a
+    /// refreshed token) while the client runs.
+    pub(crate) token: std::sync::Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn token(&self) -> Option<String> {
+        self.token.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 pub(crate) struct Driver {
@@ -261,13 +273,19 @@ impl Driver {
     async fn open(&mut self) -> Opened {
         let url = self.url.clone();
         let timeout = self.options.connect_timeout;
+        let token = self.shared.token();
         let connect = async move {
             let config = WebSocketConfig::default()
                 .max_message_size(Some(256 << 20))
                 .max_frame_size(Some(64 << 20));
-            let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
-                .await
-                .map_err(|e| e.to_string())?;
+            let request = handshake_request(&url, token.as_deref())?;
+            let (mut ws, _) =
+                tokio_tungstenite::connect_async_with_config(request, Some(config), true)
+                    .await
+                    .map_err(|e| match e {
+                        tungstenite::Error::Http(response) => http_refusal(&response),
+                        other => other.to_string(),
+                    })?;
             loop {
                 match ws.next().await {
                     Some(Ok(Message::Text(text))) => {
@@ -945,6 +963,40 @@ pub(crate) fn backoff_delay(backoff: &Backoff, attempt: u32) -> Duration {
     let jitter = backoff.jitter.clamp(0.0, 1.0);
     let factor = 1.0 - jitter * rand::random::<f64>();
     Duration::from_secs_f64((base * factor).max(0.0))
+}
+
+/// The upgrade request, with `Authorization: Bearer` when there is a token.
+fn handshake_request(
+    url: &str,
+    token: Option<&str>,
+) -> std::result::Result<tungstenite::handshake::client::Request, String> {
+    let mut request = url.into_client_request().map_err(|e| e.to_string())?;
+    if let Some(token) = token {
+        let value = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| "the token has characters a header cannot carry".to_owned())?;
+        request
+            .headers_mut()
+            .insert(tungstenite::http::header::AUTHORIZATION, value);
+    }
+    Ok(request)
+}
+
+/// An HTTP answer instead of an upgrade (401 without a valid token, 403 for a
+/// refused origin, 503 at the connection limit), with the server's own message.
+fn http_refusal(response: &tungstenite::http::Response<Option<Vec<u8>>>) -> String {
+    let status = response.status();
+    let body: Value = response
+        .body()
+        .as_deref()
+        .and_then(|b| serde_json::from_slice(b).ok())
+        .unwrap_or_default();
+    match (
+        body["error"]["code"].as_str(),
+        body["error"]["message"].as_str(),
+    ) {
+        (Some(code), Some(message)) => format!("{code}: {message} (HTTP {})", status.as_u16()),
+        _ => format!("HTTP {status}"),
+    }
 }
 
 fn strings(v: &Value) -> Vec<String> {

@@ -14,6 +14,8 @@
 //!   drops the connection and resumes.
 //! - **An optional local store** ([`ClientBuilder::local_store`]) keeps the records the
 //!   subscriptions hold, by resource and id, current.
+//! - **Bearer tokens** for a server with auth on: [`ClientBuilder::token`], replaced
+//!   with [`Client::set_token`] before one expires.
 //!
 //! ```no_run
 //! use futures_util::StreamExt;

@@ -13,6 +13,8 @@ pub struct DeleteArgs {
     /// Only if the stored version is this (optimistic concurrency).
     #[arg(long, value_name = "VERSION")]
     pub if_version: Option<u64>,
+    #[command(flatten)]
+    pub token: http::Token,
 }
 
 pub async fn run(args: DeleteArgs) -> ExitCode {
@@ -30,6 +32,6 @@ async fn delete(args: DeleteArgs) -> Result<(), String> {
     if let Some(version) = args.if_version {
         request = request.header("If-Match", version.to_string());
     }
-    http::print_json(&http::send(request).await?);
+    http::print_json(&http::send(args.token.apply(request)).await?);
     Ok(())
 }

@@ -22,6 +22,8 @@ pub struct GetArgs {
     /// At most this many records (1-10000). Lists only.
     #[arg(long)]
     pub limit: Option<usize>,
+    #[command(flatten)]
+    pub token: http::Token,
 }
 
 pub async fn run(args: GetArgs) -> ExitCode {
@@ -59,6 +61,6 @@ async fn get(args: GetArgs) -> Result<(), String> {
             client.get(format!("{base}/api/{resource}")).query(&query)
         }
     };
-    http::print_json(&http::send(request).await?);
+    http::print_json(&http::send(args.token.apply(request)).await?);
     Ok(())
 }

@@ -2,10 +2,34 @@
 //! from whatever form the user typed, one request with its error turned into one line,
 //! and JSON bodies from an argument or stdin.
 
+use clap::Args;
 use reqwest::{Client, RequestBuilder};
 use serde_json::Value;
 use std::io::Read as _;
 use std::time::Duration;
+
+/// The caller's bearer token, for a server with auth on (docs/security.md).
+#[derive(Debug, Clone, Args)]
+pub struct Token {
+    /// Bearer token sent with every request. Prefer the environment variable: a flag
+    /// shows in the process list.
+    #[arg(
+        long,
+        env = "TETHER_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+}
+
+impl Token {
+    pub fn apply(&self, request: RequestBuilder) -> RequestBuilder {
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+}
 
 /// `http://host:port` from `http://host:port[/...]`, `ws://host:port/ws` or `host:port`.
 pub fn base_url(url: &str) -> Result<String, String> {

@@ -37,6 +37,8 @@ pub struct ImportArgs {
     /// Writes in flight at once.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub concurrency: u16,
+    #[command(flatten)]
+    pub token: http::Token,
 }
 
 pub async fn run(args: ImportArgs) -> ExitCode {
@@ -95,18 +97,23 @@ fn parse_line(line: &str, resource: Option<&str>) -> Result<Line, String> {
     Ok(Line { resource, id, data })
 }
 
-async fn send(client: &reqwest::Client, base: &str, line: Line) -> Result<(), String> {
+async fn send(
+    client: &reqwest::Client,
+    token: &http::Token,
+    base: &str,
+    line: Line,
+) -> Result<(), String> {
     let resource = http::segment(&line.resource);
     let body = Value::Object(line.data);
     let Some(id) = line.id else {
-        let request = client.post(format!("{base}/api/{resource}")).json(&body);
+        let request = token.apply(client.post(format!("{base}/api/{resource}")).json(&body));
         return http::send(request).await.map(|_| ());
     };
     let url = format!("{base}/api/{resource}/{}", http::segment(&id));
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match client.put(&url).json(&body).send().await {
+        match token.apply(client.put(&url).json(&body)).send().await {
             // An upsert is idempotent: a request lost on the way may go again.
             Err(e) if attempt < 4 && (e.is_connect() || e.is_timeout() || e.is_request()) => {
                 tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
@@ -137,7 +144,7 @@ async fn import(args: ImportArgs) -> Result<bool, String> {
         .build()
         .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
     // One cheap request first, so a wrong URL is one clear error, not one per line.
-    http::send(client.get(format!("{base}/health"))).await?;
+    http::send(args.token.apply(client.get(format!("{base}/health")))).await?;
 
     let bar = ProgressBar::new(size);
     bar.set_style(
@@ -161,14 +168,15 @@ async fn import(args: ImportArgs) -> Result<bool, String> {
         });
         let results = futures_util::stream::iter(items)
             .map(|(n, line)| {
-                let (client, base, resource) = (&client, &base, args.resource.as_deref());
+                let (client, token, base) = (&client, &args.token, &base);
+                let resource = args.resource.as_deref();
                 async move {
                     let bytes = line.len() as u64 + 1;
                     if line.trim().is_empty() {
                         return (n, bytes, None);
                     }
                     let outcome = match parse_line(&line, resource) {
-                        Ok(parsed) => send(client, base, parsed).await,
+                        Ok(parsed) => send(client, token, base, parsed).await,
                         Err(e) => Err(e),
                     };
                     (n, bytes, Some(outcome))

@@ -16,6 +16,8 @@ pub struct PatchArgs {
     /// Only if the stored version is this (optimistic concurrency).
     #[arg(long, value_name = "VERSION")]
     pub if_version: Option<u64>,
+    #[command(flatten)]
+    pub token: http::Token,
 }
 
 pub async fn run(args: PatchArgs) -> ExitCode {
@@ -34,6 +36,6 @@ async fn patch(args: PatchArgs) -> Result<(), String> {
     if let Some(version) = args.if_version {
         request = request.header("If-Match", version.to_string());
     }
-    http::print_json(&http::send(request).await?);
+    http::print_json(&http::send(args.token.apply(request)).await?);
     Ok(())
 }

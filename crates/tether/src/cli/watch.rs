@@ -28,6 +28,8 @@ pub struct WatchArgs {
     /// replaces what was printed before).
     #[arg(long)]
     pub no_snapshot: bool,
+    #[command(flatten)]
+    pub token: super::http::Token,
 }
 
 pub async fn run(args: WatchArgs) -> ExitCode {
@@ -60,9 +62,11 @@ fn target(args: &WatchArgs) -> Result<Target, String> {
 
 async fn watch(args: WatchArgs) -> Result<(), String> {
     let target = target(&args)?;
-    let client = Client::connect(&args.url)
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut builder = Client::builder(&args.url);
+    if let Some(token) = &args.token.token {
+        builder = builder.token(token);
+    }
+    let client = builder.connect().await.map_err(|e| e.to_string())?;
     let news = tokio::spawn(report(client.events()));
     let mut sub = client
         .subscribe(target)
