@@ -82,7 +82,12 @@ start_server() { # name -> sets SERVER_PID and ADDR
     tether)
       ADDR="127.0.0.1:$TETHER_PORT"
       local data="$DATA_ROOT/tether-$RANDOM$RANDOM"
-      TETHER_LOG=warn "$TETHER" serve --listen "$ADDR" --data "$data" >>"$OUT/tether.log" 2>&1 &
+      # The load comes from four loopback addresses, so the per-address connection
+      # cap and the per-connection message rate (abuse guards) are off; the total
+      # connection cap leaves the server a reserve of files under the 20,000 limit.
+      TETHER_LOG=warn TETHER_MAX_CONNECTIONS_PER_IP=0 TETHER_MAX_MESSAGES_PER_SEC=0 \
+        TETHER_MAX_CONNECTIONS=19500 \
+        "$TETHER" serve --listen "$ADDR" --data "$data" >>"$OUT/tether.log" 2>&1 &
       ;;
     node-ws)
       ADDR="127.0.0.1:$NODE_PORT"
@@ -104,6 +109,7 @@ stop_server() {
   echo "commit: $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
   echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs) x $(nproc)"
   echo "memory: $(free -m | awk '/Mem:/ {print $2}') MiB; load before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "tether: $TETHER (built $(date -u -r "$TETHER" +%Y-%m-%dT%H:%M:%SZ))"
   echo "node: $(node --version); ws: $(node -p "require('./bench/peers/node-ws/node_modules/ws/package.json').version")"
   echo "reps: $REPS; quick: $QUICK; protocol: $PROTOCOL"
 } | tee "$OUT/machine.txt"
