@@ -151,27 +151,35 @@ impl SqliteStore {
         let result = tokio::task::spawn_blocking(f)
             .await
             .map_err(|e| Error::internal(format!("a SQLite store task stopped: {e}")))?;
-        result.map_err(|mut e| {
-            if e.code == ErrorCode::Unavailable {
-                e.message = format!("SQLite store {}: {}", self.inner.path, e.message);
-            }
-            e
-        })
+        result.map_err(|e| self.located(e))
+    }
+
+    /// Names the database file in a store failure, for the operator.
+    fn located(&self, mut e: Error) -> Error {
+        if e.code == ErrorCode::Unavailable {
+            e.message = format!("SQLite store {}: {}", self.inner.path, e.message);
+        }
+        e
     }
 }
 
 impl Inner {
     /// A free reader if there is one, else waits for one in turn.
     fn reader(&self) -> MutexGuard<'_, Connection> {
-        for conn in &self.readers {
-            match conn.try_lock() {
-                Ok(guard) => return guard,
-                Err(TryLockError::Poisoned(p)) => return p.into_inner(),
-                Err(TryLockError::WouldBlock) => {}
-            }
+        if let Some(guard) = self.free_reader() {
+            return guard;
         }
         let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
         lock(&self.readers[i])
+    }
+
+    /// A reader no one is using right now, without waiting.
+    fn free_reader(&self) -> Option<MutexGuard<'_, Connection>> {
+        self.readers.iter().find_map(|conn| match conn.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        })
     }
 }
 
@@ -679,6 +687,13 @@ impl Store for SqliteStore {
     }
 
     async fn get(&self, resource: &ResourceName, id: &RecordId) -> Result<Option<Record>> {
+        // A read by primary key is microseconds of SQLite on cached pages, less than the
+        // two thread hand-offs of the blocking pool (bench: reqresp-get, BENCHMARKS.md),
+        // so it runs right here when a reader is free. Everything that can take longer
+        // (queries, snapshots, the change log) stays on the blocking pool.
+        if let Some(conn) = self.inner.free_reader() {
+            return get_record(&conn, resource, id).map_err(|e| self.located(e));
+        }
         let (resource, id) = (resource.clone(), id.clone());
         self.with_reader(move |conn| get_record(conn, &resource, &id))
             .await
