@@ -64,6 +64,7 @@ if [ "$QUICK" = 1 ]; then
     "fanout-1k-light|fanout --protocol $PROTOCOL --watchers 200 --writes 20 --rate 20"
     "idle|idle --protocol $PROTOCOL --connections 2000 --procs 2 --steps 2 --settle-ms 500"
     "reqresp|reqresp --clients 20 --rate 2000 --duration-secs 2"
+    "reqresp-get|reqresp --clients 20 --rate 2000 --duration-secs 2 --mix get"
     "durable|durable --clients 50 --window 4 --duration-secs 2"
   )
 else
@@ -73,6 +74,7 @@ else
     "fanout-1k-light|fanout --protocol $PROTOCOL --watchers 1000 --writes 100 --rate 20"
     "idle|idle --protocol $PROTOCOL --connections $IDLE_CONNECTIONS --procs 4 --steps 4"
     "reqresp|reqresp --clients 50 --rate 10000 --duration-secs 5"
+    "reqresp-get|reqresp --clients 50 --rate 10000 --duration-secs 5 --mix get"
     "durable|durable --clients 200 --window 4 --duration-secs 5"
   )
 fi

@@ -134,6 +134,9 @@ enum Command {
         duration_secs: f64,
         #[arg(long, default_value_t = 1_000_000)]
         max_requests: usize,
+        /// get-put alternates upserts and gets; get times gets only.
+        #[arg(long, value_enum, default_value = "get-put")]
+        mix: reqresp::Mix,
     },
     /// K clients writing as fast as they can; acknowledged writes per second.
     Durable {
@@ -282,6 +285,7 @@ async fn main() -> ExitCode {
             rate,
             duration_secs,
             max_requests,
+            mix,
         } => {
             let o = reqresp::Options {
                 addr: target.addr,
@@ -290,6 +294,7 @@ async fn main() -> ExitCode {
                 rate,
                 duration: Duration::from_secs_f64(duration_secs),
                 max_requests,
+                mix,
             };
             finish(reqresp::run(o).await, &output, "reqresp")
         }

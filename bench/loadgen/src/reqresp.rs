@@ -1,10 +1,16 @@
 //! Request/response: K clients doing get/put round trips over the canonical `/ws`.
 //!
 //! Each client alternates an `upsert` of its own record and a `get` of it, one request
-//! at a time. With a target rate the requests follow a fixed schedule (client k sends
-//! at k/R + i*K/R) and latency counts from the scheduled time, not the actual send:
-//! a server that falls behind is charged for the queue it caused (no coordinated
-//! omission). With rate 0 the clients go as fast as round trips allow.
+//! at a time ([`Mix::GetPut`]), or only gets after one initial put ([`Mix::Get`]: the
+//! read path alone, which a durable put's `fsync` cannot hide).
+//!
+//! With a target rate the requests follow a fixed schedule (client k sends at
+//! k/R + i*K/R). A client that is behind its schedule because a reply came late counts
+//! latency from the scheduled time, so a server that falls behind is charged for the
+//! queue it caused (no coordinated omission); a client that slept until its slot counts
+//! from the actual send, since the sleep's overshoot (tokio's timer has 1 ms
+//! granularity) is the client's own. With rate 0 the clients go as fast as round trips
+//! allow.
 //!
 //! A put is acknowledged by Tether only once it is durable (an fsync'd group commit);
 //! a get is served from the store. Both are reported separately and together.
@@ -30,6 +36,17 @@ pub struct Options {
     pub duration: Duration,
     /// Per client, at most.
     pub max_requests: usize,
+    pub mix: Mix,
+}
+
+/// Which requests the clients send.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mix {
+    /// Alternate puts (upserts) and gets.
+    #[default]
+    GetPut,
+    /// Only gets (after one put per client that is not timed).
+    Get,
 }
 
 #[derive(Default)]
@@ -63,12 +80,23 @@ async fn client(o: Options, k: usize, start: Instant) -> Result<ClientReport, St
         if due >= end {
             break;
         }
-        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+        // Latency counts from the scheduled time when the client is behind (the
+        // previous reply came late: that queue is the server's doing), but from the
+        // actual send after a sleep, whose overshoot (tokio's timer has 1 ms
+        // granularity) is the client's own.
+        let from = if let Some(wait) = due.checked_duration_since(Instant::now()) {
             tokio::time::sleep(wait).await;
-        } else if period.is_some() && Instant::now() - due > Duration::from_millis(1) {
-            report.behind += 1;
-        }
-        let is_put = i % 2 == 0;
+            Instant::now()
+        } else {
+            if period.is_some() && Instant::now() - due > Duration::from_millis(1) {
+                report.behind += 1;
+            }
+            due
+        };
+        let is_put = match o.mix {
+            Mix::GetPut => i % 2 == 0,
+            Mix::Get => i == 0,
+        };
         let text = if is_put {
             format!(
                 r#"{{"type":"upsert","req":{i},"resource":"{}","id":"c{k}","data":{{"n":{i},"who":"client {k}"}}}}"#,
@@ -94,9 +122,11 @@ async fn client(o: Options, k: usize, start: Instant) -> Result<ClientReport, St
                 _ => return Err("the server closed the connection".into()),
             }
         };
-        let us = due.elapsed().as_micros() as u64;
+        let us = from.elapsed().as_micros() as u64;
         if reply.contains(r#""type":"result""#) {
-            stats::record(if is_put { &mut put } else { &mut get }, us);
+            if o.mix == Mix::GetPut || !is_put {
+                stats::record(if is_put { &mut put } else { &mut get }, us);
+            }
             report.done += 1;
         } else {
             report.errors += 1;
@@ -135,7 +165,10 @@ pub async fn run(o: Options) -> Outcome {
     let secs = start.elapsed().as_secs_f64().max(1e-9);
     Ok(json!({
         "scenario": "reqresp",
-        "params": {"clients": o.clients, "rate": o.rate, "duration_secs": o.duration.as_secs_f64()},
+        "params": {
+            "clients": o.clients, "rate": o.rate, "duration_secs": o.duration.as_secs_f64(),
+            "mix": format!("{:?}", o.mix),
+        },
         "metrics": {
             "requests": done,
             "errors": errors,

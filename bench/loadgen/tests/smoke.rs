@@ -74,6 +74,7 @@ async fn reqresp_and_durable_get_answers() {
         rate: 300.0,
         duration: Duration::from_millis(300),
         max_requests: 40,
+        mix: reqresp::Mix::GetPut,
     })
     .await
     .unwrap();
