@@ -30,3 +30,12 @@ export TETHER_BIN
   echo "== clients/js: inspector end-to-end tests in headless Chromium"
   npm run test:e2e
 )
+
+# WebSocket conformance: the Autobahn suite against the echo endpoints. It needs
+# Python 2.7 (the image's pyenv has it) and fails loudly without it; see the script.
+echo "== Autobahn WebSocket conformance"
+bash scripts/autobahn.sh
+# A short, bounded fuzzing run of every cargo fuzz target (FUZZ_SECONDS each, 30 by
+# default; fuzz/README.md has the longer local run).
+echo "== fuzzing"
+bash scripts/fuzz.sh
