@@ -24,6 +24,9 @@ use tokio::sync::watch;
 /// Replies kept per connection for `retry` confirmations (seed 001).
 const KEPT_REPLIES: usize = 64;
 
+/// How long a connection the server closes waits for the client's close reply.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
 /// Per-connection limits the transport enforces.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -140,6 +143,7 @@ pub async fn run_as(
     let expired = tokio::time::sleep(expiry);
     tokio::pin!(expired);
     let set_close = |code: u16| *close_code.lock().unwrap_or_else(|p| p.into_inner()) = code;
+    let mut client_closed = false;
 
     loop {
         // Biased: shutdown first so a flooding client cannot delay it, and frames
@@ -168,7 +172,10 @@ pub async fn run_as(
                     }
                     Some(Ok(Message::Binary(_))) => session.handle_binary(),
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => Flow::Continue,
-                    Some(Ok(Message::Close(_))) | None => break,
+                    Some(Ok(Message::Close(_))) | None => {
+                        client_closed = true;
+                        break;
+                    }
                     Some(Err(e)) => {
                         // A broken frame or one past the hard limit: the transport
                         // cannot go on, so close with the code that says why.
@@ -194,10 +201,29 @@ pub async fn run_as(
         }
     }
     engine.close(&outbox, &session.id);
-    if !writer.is_finished() {
-        let _ = tokio::time::timeout(Duration::from_secs(5), &mut writer).await;
-        writer.abort();
-    }
+    // A close the client did not start: read on, discarding, until its close reply or
+    // the end of the stream, for a bounded time. A socket dropped with unread data in
+    // it is reset, and the reset can destroy the close frame before the client has
+    // read it: a client still sending would never learn why (1001, 4008, ...).
+    let closing = async {
+        if !client_closed {
+            let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                while let Some(Ok(frame)) = stream.next().await {
+                    if let Message::Close(_) = frame {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+    };
+    let finishing = async {
+        if !writer.is_finished() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), &mut writer).await;
+            writer.abort();
+        }
+    };
+    tokio::join!(closing, finishing);
     metrics::gauge!("tether_connections", "dialect" => dialect).decrement(1.0);
     tracing::debug!(session = %session.id, dialect, "disconnected");
 }

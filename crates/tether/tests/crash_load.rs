@@ -201,3 +201,104 @@ async fn acknowledged_writes_survive_sigkill_under_load_and_the_log_has_no_gap()
     assert!(got.is_some_and(|r| r.version >= one.version));
     drop(restarted);
 }
+
+/// Pipelines creates until the server closes the connection; returns the close code
+/// (None: the connection ended without a close frame).
+async fn ws_writer_until_closed(addr: String, k: usize, acks: Acks) -> Option<u16> {
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .ok()?;
+    let (mut sink, mut stream) = ws.split();
+    let sending = async move {
+        for i in 0u64.. {
+            let m = json!({"req": i, "type": "create", "resource": "load", "id": format!("t{k}-{i}"), "data": {"k": k, "i": i}});
+            if sink
+                .send(Message::Text(m.to_string().into()))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        // Stopped sending (the server is closing): wait for the receiving side.
+        std::future::pending::<()>().await;
+    };
+    let receiving = async move {
+        while let Some(Ok(frame)) = stream.next().await {
+            match frame {
+                Message::Close(f) => return f.map(|f| u16::from(f.code)),
+                Message::Text(text) => {
+                    let Ok(v) = serde_json::from_str::<Value>(text.as_str()) else {
+                        continue;
+                    };
+                    if v["type"] == "result" {
+                        acks.lock().unwrap().push(Ack {
+                            id: v["id"].as_str().unwrap_or_default().to_owned(),
+                            version: v["version"].as_u64().unwrap_or(0),
+                            data: Some(v["record"]["data"].clone()),
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    };
+    tokio::select! {
+        _ = sending => None,
+        code = receiving => code,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_answers_writes_in_flight_closes_1001_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Process::start(dir.path(), &["--max-messages-per-sec", "0"], None);
+    let acks: Acks = Arc::default();
+    let mut clients = tokio::task::JoinSet::new();
+    for k in 0..8 {
+        clients.spawn(ws_writer_until_closed(server.addr.clone(), k, acks.clone()));
+    }
+    while acked(&acks) < 500 {
+        assert!(server.alive());
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    // Every client, though it was still sending, gets the close frame: 1001.
+    while let Some(code) = clients.join_next().await {
+        assert_eq!(
+            code.unwrap(),
+            Some(1001),
+            "clients are told the server is going away"
+        );
+    }
+    let exit = server.child.wait().unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+
+    // Every write answered before the close is in the store.
+    let acks = acks.lock().unwrap().clone();
+    let store = SqliteStore::open(dir.path().join("tether.db"))
+        .await
+        .unwrap();
+    let resource = ResourceName::parse("load").unwrap();
+    for ack in &acks {
+        let got = store
+            .get(&resource, &RecordId::parse(&ack.id).unwrap())
+            .await
+            .unwrap();
+        let Some(record) = got else {
+            panic!("acknowledged write to {} is missing", ack.id);
+        };
+        assert_eq!(Some(Value::Object(record.data)), ack.data, "{}", ack.id);
+    }
+    assert_eq!(
+        store.head().await.unwrap().0,
+        acks.len() as u64,
+        "no write committed unanswered"
+    );
+}
