@@ -171,7 +171,8 @@ pub async fn run_as(
                         Box::pin(session.handle_text(text.as_str())).await
                     }
                     Some(Ok(Message::Binary(_))) => session.handle_binary(),
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => Flow::Continue,
+                    Some(Ok(Message::Ping(_))) => session.handle_ping(),
+                    Some(Ok(Message::Pong(_))) => Flow::Continue,
                     Some(Ok(Message::Close(_))) | None => {
                         client_closed = true;
                         break;
@@ -391,6 +392,16 @@ impl Session {
                 Flow::Continue
             }
         }
+    }
+
+    /// The WebSocket layer has already queued the pong; a ping only counts towards
+    /// the rate, so a ping flood ends like any other.
+    fn handle_ping(&mut self) -> Flow {
+        if self.rate.take(Instant::now()) == Verdict::Close {
+            metrics::counter!("tether_rate_limit_disconnects_total").increment(1);
+            return Flow::Close(close_codes::RATE_LIMITED);
+        }
+        Flow::Continue
     }
 
     fn rate_error(&self) -> Error {

@@ -251,6 +251,32 @@ async fn the_message_rate_is_limited_and_a_client_ignoring_it_is_closed_4029() {
 }
 
 #[tokio::test]
+async fn a_ping_flood_counts_against_the_rate_and_is_closed_4029() {
+    let s = TestServer::start_with(|c| {
+        c.max_messages_per_sec = 1;
+        c.message_burst = 3;
+    })
+    .await;
+    let mut w = watcher(&s).await;
+    let mut writer = s.client().await;
+    writer.recv().await;
+    let mut flood = s.client().await;
+    flood.recv().await;
+    for _ in 0..200 {
+        if flood
+            .ws
+            .send(Message::Ping(Vec::new().into()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    assert_eq!(close_code(&mut flood.ws).await, Some(4029));
+    still_served(&mut writer, &mut w, "after-ping-flood").await;
+}
+
+#[tokio::test]
 async fn a_client_answering_no_ping_is_closed_4000_and_one_answering_stays() {
     let s = TestServer::start_with(|c| {
         c.ping_interval = Duration::from_millis(100);
