@@ -76,7 +76,7 @@ export interface SnapshotMessage {
   epoch: string;
   pos: number;
   records: WireRecord[];
-  resync?: "epoch_changed" | "compacted";
+  resync?: "epoch_changed" | "compacted" | "access_changed";
 }
 
 export interface ResumedMessage {

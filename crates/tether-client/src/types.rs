@@ -291,7 +291,8 @@ fn kind_of(v: &Value) -> &'static str {
 pub enum Event {
     /// The subscription's whole state at `pos`. Always the first event; it comes again
     /// with `resync` set when a resume could not be exact (the store's epoch changed,
-    /// or the log was compacted past the client's position): replace what you held.
+    /// the log was compacted past the client's position, or a reload changed the
+    /// access rule that filtered it): replace what you held.
     Snapshot {
         pos: u64,
         records: Vec<Record>,

@@ -90,6 +90,9 @@ pub enum ResyncReason {
     EpochChanged,
     /// The change log no longer reaches back to the position.
     Compacted,
+    /// A reload changed the access rule that filtered what the client was sent, so
+    /// what it holds may include records it may no longer read.
+    AccessChanged,
 }
 
 impl ResyncReason {
@@ -97,6 +100,7 @@ impl ResyncReason {
         match self {
             ResyncReason::EpochChanged => "epoch_changed",
             ResyncReason::Compacted => "compacted",
+            ResyncReason::AccessChanged => "access_changed",
         }
     }
 }

@@ -91,13 +91,13 @@ struct Rules {
     rooms: Option<Rule>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 struct ResourceRules {
     read: Option<Rule>,
     write: Option<Rule>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 struct TopicRules {
     subscribe: Option<Rule>,
     publish: Option<Rule>,
@@ -151,6 +151,28 @@ impl Access {
     /// Whether no rules apply at all (no auth configured).
     pub fn is_open(&self) -> bool {
         self.rules.is_none()
+    }
+
+    /// Whether who may read `resource` could differ between the two policies. A
+    /// reload uses it to find the subscriptions whose pushes were filtered by a rule
+    /// that no longer holds.
+    pub fn read_rule_differs(&self, other: &Access, resource: &str) -> bool {
+        let read = |a: &Access| {
+            a.rules
+                .as_ref()
+                .map(|r| pick(&r.resources, resource).and_then(|r| r.read.clone()))
+        };
+        read(self) != read(other)
+    }
+
+    /// Whether who may subscribe to `topic` could differ between the two policies.
+    pub fn subscribe_rule_differs(&self, other: &Access, topic: &str) -> bool {
+        let subscribe = |a: &Access| {
+            a.rules
+                .as_ref()
+                .map(|r| pick(&r.topics, topic).and_then(|t| t.subscribe.clone()))
+        };
+        subscribe(self) != subscribe(other)
     }
 
     fn resource_rules(&self, resource: &ResourceName) -> Option<&ResourceRules> {
@@ -408,6 +430,14 @@ pub fn forbidden(message: impl Into<String>) -> Error {
 /// A parsed rule expression.
 #[derive(Debug, Clone)]
 pub struct Rule(Arc<Expr>);
+
+/// Two rules are the same when they parse to the same expression, so a reload that
+/// only reformats a rule changes nothing.
+impl PartialEq for Rule {
+    fn eq(&self, other: &Rule) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || *self.0 == *other.0
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 enum Expr {

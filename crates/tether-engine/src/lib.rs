@@ -22,9 +22,9 @@ pub mod subscription;
 use commit::PendingWrite;
 use hub::Hub;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
-use subscription::{Entry, SubState};
+use subscription::{Entry, SubState, Watched};
 use tether_bus::{Bus, BusMessage};
 use tether_core::{
     Audience, Change, Epoch, Error, ErrorCode, Outbound, Position, Query, Record, RecordId,
@@ -46,6 +46,10 @@ type Retained = (Vec<(Arc<str>, Arc<SubSpec>)>, Instant, Option<Arc<str>>);
 /// and its commit (see [`Engine::write_as`]).
 const CHECKED_WRITE_ATTEMPTS: usize = 5;
 
+/// How many replaced access policies are remembered for resumes from before a reload;
+/// a resume older than all of them gets a fresh snapshot.
+const MAX_REMEMBERED_POLICIES: usize = 16;
+
 /// A cheap-clone handle to the running engine.
 #[derive(Clone)]
 pub struct Engine {
@@ -59,7 +63,12 @@ struct Inner {
     writes: mpsc::Sender<PendingWrite>,
     knobs: Knobs,
     presence: Arc<Presence>,
-    access: Access,
+    /// The policy in force; replaced whole by [`Engine::replace_access`].
+    access: RwLock<Access>,
+    /// Earlier policies and the position up to which pushes were filtered by them,
+    /// newest last, so a resume from before a reload can be answered with a fresh
+    /// snapshot where the rule that filtered it changed.
+    replaced: Mutex<Vec<(Access, Position)>>,
     /// Subscriptions of closed sessions, for `resume` without a subscription list.
     retained: Mutex<HashMap<Arc<str>, Retained>>,
     /// With access rules on: the subject each session id belongs to, and when its last
@@ -132,7 +141,8 @@ impl Engine {
                 writes,
                 knobs,
                 presence,
-                access,
+                access: RwLock::new(access),
+                replaced: Mutex::new(Vec::new()),
                 retained: Mutex::new(HashMap::new()),
                 owners: Mutex::new(HashMap::new()),
             }),
@@ -156,8 +166,83 @@ impl Engine {
         &self.inner.presence
     }
 
-    pub fn access(&self) -> &Access {
-        &self.inner.access
+    /// The access policy in force (a cheap handle; a reload does not change one
+    /// already taken).
+    pub fn access(&self) -> Access {
+        self.inner
+            .access
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Puts a new access policy in force (a reload of the rules file). Every later
+    /// request is checked against it. Connections holding a subscription whose read or
+    /// subscribe rule changed are closed with [`Closed::AccessChanged`]: their pushes
+    /// were filtered by the old rule, and no push can take back a record the new rule
+    /// hides. They reconnect and resume; a resume from before the reload gets a fresh
+    /// snapshot under the new rule (resync reason `access_changed`), or `forbidden`.
+    /// Returns how many connections were closed.
+    ///
+    /// A server without auth stays open and one with rules keeps rules: that switch
+    /// changes who may connect at all, so it needs a restart.
+    pub fn replace_access(&self, new: Access) -> Result<usize> {
+        let old = self.access();
+        if old.is_open() != new.is_open() {
+            return Err(Error::bad_request(
+                "turning access rules on or off needs a restart; a reload can only change them",
+            ));
+        }
+        *self.inner.access.write().unwrap_or_else(|p| p.into_inner()) = new.clone();
+        let affected: Vec<Arc<Outbox>> = {
+            let index = self.inner.hub.index();
+            index.outboxes_where(|watched| match watched {
+                Watched::Resource(resource) => old.read_rule_differs(&new, resource.as_str()),
+                Watched::Topic(topic) => old.subscribe_rule_differs(&new, topic),
+            })
+        };
+        for outbox in &affected {
+            outbox.close_because(Closed::AccessChanged);
+        }
+        // The affected outboxes take nothing more, so no push they hold is later than
+        // what the hub has processed now.
+        let mark = self.position();
+        let mut replaced = self
+            .inner
+            .replaced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        replaced.push((old, mark));
+        if replaced.len() > MAX_REMEMBERED_POLICIES {
+            replaced.remove(0);
+        }
+        Ok(affected.len())
+    }
+
+    /// Whether a subscription resumed from `since` must be answered with a snapshot
+    /// because a reload changed the rule that filtered what it was sent.
+    fn access_changed_since(&self, since: Position, target: &SubTarget) -> bool {
+        let replaced = self
+            .inner
+            .replaced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let Some(oldest) = replaced.first() else {
+            return false;
+        };
+        if replaced.len() == MAX_REMEMBERED_POLICIES && since <= oldest.1 {
+            return true; // older than what is remembered: be safe
+        }
+        let current = self.access();
+        replaced.iter().any(|(old, mark)| {
+            since <= *mark
+                && match target {
+                    SubTarget::Record { resource, .. } | SubTarget::Query { resource, .. } => {
+                        old.read_rule_differs(&current, resource.as_str())
+                    }
+                    SubTarget::Topic { .. } => false,
+                }
+        })
     }
 
     pub fn new_outbox(&self) -> Arc<Outbox> {
@@ -208,7 +293,7 @@ impl Engine {
         resource: &ResourceName,
         id: &RecordId,
     ) -> Result<Option<Record>> {
-        let access = &self.inner.access;
+        let access = self.access();
         if access.is_open() {
             return self.get(resource, id).await;
         }
@@ -231,7 +316,7 @@ impl Engine {
         resource: &ResourceName,
         query: &Query,
     ) -> Result<Vec<Record>> {
-        match self.inner.access.read_guard(who, resource) {
+        match self.access().read_guard(who, resource) {
             ReadGuard::All => self.query(resource, query).await,
             ReadGuard::None => Err(access::forbidden(format!(
                 "{} may not read {resource}",
@@ -261,7 +346,7 @@ impl Engine {
     /// a change slipping in between makes it re-check instead of writing past a rule
     /// (a client's own expected version, if any, is kept as it is).
     pub async fn write_as(&self, who: &Arc<Identity>, write: Write) -> Result<Arc<Change>> {
-        let access = &self.inner.access;
+        let access = self.access();
         if access.is_open() {
             return self.write(write).await;
         }
@@ -285,7 +370,7 @@ impl Engine {
             });
             let applied = write.apply(stored.as_ref())?;
             access::check_write(
-                access,
+                &access,
                 who,
                 resource,
                 id,
@@ -317,7 +402,7 @@ impl Engine {
         data: serde_json::Value,
         audience: Audience,
     ) -> Result<()> {
-        if !self.inner.access.may_publish(who, topic) {
+        if !self.access().may_publish(who, topic) {
             return Err(access::forbidden(format!(
                 "{} may not publish to topic {topic:?}",
                 who.describe()
@@ -330,7 +415,7 @@ impl Engine {
     /// seed 003's documents as rooms) needs read access to that record: its members
     /// see who edits it and what they relay. Any other room follows the rooms rule.
     pub async fn check_join(&self, who: &Arc<Identity>, room: &str) -> Result<()> {
-        let access = &self.inner.access;
+        let access = self.access();
         if access.is_open() {
             return Ok(());
         }
@@ -416,7 +501,13 @@ impl Engine {
             SubTarget::Topic { .. } => unreachable!("topics returned above"),
         };
         let (changes_after, mut resync) = match &since {
-            Some(s) if s.epoch == *self.epoch() => (Some(s.position), None),
+            Some(s) if s.epoch == *self.epoch() => {
+                if self.access_changed_since(s.position, &spec.target) {
+                    (None, Some(ResyncReason::AccessChanged))
+                } else {
+                    (Some(s.position), None)
+                }
+            }
             Some(_) => (None, Some(ResyncReason::EpochChanged)),
             None => (None, None),
         };
@@ -508,7 +599,7 @@ impl Engine {
     /// What `who` may see through a subscription to `target`; refused outright when
     /// that is nothing.
     fn guard_for(&self, who: &Arc<Identity>, target: &SubTarget) -> Result<ReadGuard> {
-        let access = &self.inner.access;
+        let access = self.access();
         let guard = match target {
             SubTarget::Topic { topic } => {
                 if access.may_subscribe_topic(who, topic) {
@@ -660,7 +751,7 @@ impl Engine {
     /// within the session retention, is `forbidden`: a session id is handed to
     /// services to address broadcasts, so it must not be adoptable by anyone else.
     pub fn claim_session(&self, who: &Identity, session: &str) -> Result<()> {
-        if self.inner.access.is_open() {
+        if self.access().is_open() {
             return Ok(());
         }
         let mut owners = self.owners();
@@ -681,7 +772,7 @@ impl Engine {
     /// retention. Expired claims are dropped here, so the map stays bounded by open
     /// and recent sessions.
     pub fn release_session(&self, session: &str) {
-        if self.inner.access.is_open() {
+        if self.access().is_open() {
             return;
         }
         let mut owners = self.owners();
@@ -717,7 +808,7 @@ impl Engine {
         who: &Identity,
         session: &str,
     ) -> Option<Vec<(Arc<str>, Arc<SubSpec>)>> {
-        if !self.inner.access.is_open() {
+        if !self.access().is_open() {
             let retained = self
                 .inner
                 .retained

@@ -25,6 +25,10 @@ pub enum Closed {
     SlowConsumer,
     /// The connection ended.
     Gone,
+    /// A reload changed an access rule this connection's subscriptions were filtered
+    /// by ([`crate::Engine::replace_access`]); it reconnects and resumes under the new
+    /// rule.
+    AccessChanged,
 }
 
 #[derive(Debug)]
@@ -124,14 +128,15 @@ impl Outbox {
     }
 
     /// Moves everything queued into `into`, waiting until there is something. Returns
-    /// `Err` once the outbox is closed (after the queue is drained, for `Gone`).
+    /// `Err` once the outbox is closed (after the queue is drained, for `Gone`; at once
+    /// otherwise).
     pub async fn next_batch(&self, into: &mut Vec<Outbound>) -> Result<(), Closed> {
         loop {
             let notified = self.notify.notified();
             {
                 let mut state = self.lock();
-                if state.closed == Some(Closed::SlowConsumer) {
-                    return Err(Closed::SlowConsumer);
+                if let Some(why @ (Closed::SlowConsumer | Closed::AccessChanged)) = state.closed {
+                    return Err(why);
                 }
                 if !state.queue.is_empty() {
                     // Taken rather than drained: an idle connection then keeps no queue
@@ -157,9 +162,23 @@ impl Outbox {
     }
 
     pub fn close(&self) {
+        self.close_because(Closed::Gone);
+    }
+
+    /// Stops taking messages and wakes the writer to close the connection. The first
+    /// reason sticks. `Gone` lets the writer send what is queued first; any other
+    /// reason drops it.
+    pub fn close_because(&self, why: Closed) {
         let mut state = self.lock();
-        state.closed.get_or_insert(Closed::Gone);
-        state.subs.clear();
+        if why == Closed::Gone {
+            state.subs.clear();
+        } else if state.closed.is_none() {
+            // The subscriptions stay until the session ends them through the engine,
+            // which also takes them out of the hub's index and keeps them for a resume.
+            state.queue.clear();
+            state.bytes = 0;
+        }
+        state.closed.get_or_insert(why);
         drop(state);
         self.notify.notify_one();
     }

@@ -144,6 +144,13 @@ fn key(target: &SubTarget) -> Key {
     }
 }
 
+/// What a subscription watches, as far as access rules are concerned.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Watched<'a> {
+    Resource(&'a ResourceName),
+    Topic(&'a str),
+}
+
 /// Who might care about what. Registration hands back an id used to remove it.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
@@ -188,6 +195,27 @@ impl Index {
             .get(&Key::Topic(topic.into()))
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// The connections holding a subscription whose target passes `pick`, each once.
+    pub(crate) fn outboxes_where(&self, pick: impl Fn(Watched<'_>) -> bool) -> Vec<Arc<Outbox>> {
+        let mut seen = HashSet::new();
+        let mut found = Vec::new();
+        for (key, entries) in &self.by_key {
+            let watched = match key {
+                Key::Record(resource, _) | Key::Resource(resource) => Watched::Resource(resource),
+                Key::Topic(topic) => Watched::Topic(topic),
+            };
+            if !pick(watched) {
+                continue;
+            }
+            for entry in entries.values() {
+                if seen.insert(entry.outbox.id()) {
+                    found.push(entry.outbox.clone());
+                }
+            }
+        }
+        found
     }
 
     pub(crate) fn count(&self) -> usize {

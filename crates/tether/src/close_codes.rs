@@ -24,6 +24,10 @@ pub const IDLE_TIMEOUT: u16 = 4000;
 /// `limit_exceeded` (`--max-messages-per-sec`, `--message-burst`). Slow down, then
 /// reconnect and resume.
 pub const RATE_LIMITED: u16 = 4029;
+/// A reload changed an access rule this connection's subscriptions depend on.
+/// Reconnect and resume: subscriptions come back under the new rules (a fresh snapshot
+/// with `resync: "access_changed"`, or `forbidden`).
+pub const ACCESS_CHANGED: u16 = 1012;
 /// The token the connection authenticated with expired. Reconnect with a fresh token
 /// and resume.
 pub const AUTH_EXPIRED: u16 = 4001;
@@ -54,6 +58,7 @@ pub fn reason(code: u16) -> &'static str {
         SLOW_CONSUMER => "slow consumer: reconnect and resume",
         IDLE_TIMEOUT => "idle timeout: no message or pong",
         RATE_LIMITED => "message rate exceeded: slow down, reconnect and resume",
+        ACCESS_CHANGED => "access rules changed: reconnect and resume",
         AUTH_EXPIRED => "token expired: reconnect with a fresh token and resume",
         _ => "",
     }

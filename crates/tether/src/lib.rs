@@ -8,7 +8,8 @@
 //! - [`sources`]: live streams from RabbitMQ relayed to topics.
 //! - [`config`]: flags and defaults; [`close_codes`]: the close codes we send.
 //! - [`auth`]: who is calling (bearer tokens); [`security`]: the auth, origin and TLS
-//!   settings. The access rules themselves are `tether_engine::access`.
+//!   settings; [`reload`]: the auth file applied again on SIGHUP or when it changes.
+//!   The access rules themselves are `tether_engine::access`.
 //! - [`inspector`]: the web page at `/`.
 //! - [`telemetry`]: the Prometheus recorder behind `/metrics`, request ids in logs.
 //!
@@ -18,6 +19,7 @@ pub mod auth;
 pub mod close_codes;
 pub mod config;
 pub mod inspector;
+pub mod reload;
 pub mod security;
 pub mod server;
 pub mod session;

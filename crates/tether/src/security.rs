@@ -7,16 +7,23 @@ use crate::auth::Auth;
 use crate::transport::origin::Origins;
 use clap::Args;
 use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 use tether_engine::Access;
 use tokio_rustls::TlsAcceptor;
 
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct SecurityConfig {
     /// Auth file (TOML): token keys and per-resource access rules. With it, or with a
     /// key flag below, every request needs a valid token and everything no rule allows
-    /// is denied (docs/security.md).
+    /// is denied (docs/security.md). Reloaded on SIGHUP and when it changes.
     #[arg(long, env = "TETHER_AUTH_CONFIG", value_name = "FILE")]
     pub auth_config: Option<PathBuf>,
+
+    /// How often the auth file is checked for changes, which are then applied without
+    /// a restart (0 turns the check off; SIGHUP still reloads).
+    #[arg(long, default_value = "2s", value_parser = crate::config::parse_duration, env = "TETHER_AUTH_RELOAD_INTERVAL")]
+    pub auth_reload_interval: Duration,
 
     /// HS256 secret for bearer tokens (JWT), at least 32 bytes. Prefer the environment
     /// variable: a flag shows in the process list.
@@ -66,20 +73,50 @@ pub struct SecurityConfig {
     pub tls_key: Option<PathBuf>,
 }
 
+impl Default for SecurityConfig {
+    /// Everything off, as with no flags.
+    fn default() -> SecurityConfig {
+        SecurityConfig {
+            auth_config: None,
+            auth_reload_interval: Duration::from_secs(2),
+            jwt_secret: None,
+            jwt_public_key: None,
+            allow_anonymous: false,
+            allow_origins: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
 /// The security settings in force, shared by every request.
 #[derive(Debug)]
 pub struct Security {
-    pub auth: Auth,
+    /// Replaced whole when the auth file is reloaded (`reload.rs`).
+    auth: RwLock<Arc<Auth>>,
     pub origins: Origins,
 }
 
 impl Security {
     /// Nothing configured: open.
     pub fn open() -> Security {
+        Security::new(Auth::disabled(), Origins::default())
+    }
+
+    pub fn new(auth: Auth, origins: Origins) -> Security {
         Security {
-            auth: Auth::disabled(),
-            origins: Origins::default(),
+            auth: RwLock::new(Arc::new(auth)),
+            origins,
         }
+    }
+
+    /// How callers are authenticated now.
+    pub fn auth(&self) -> Arc<Auth> {
+        self.auth.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn replace_auth(&self, auth: Auth) {
+        *self.auth.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(auth);
     }
 }
 
@@ -101,7 +138,7 @@ pub fn load(config: &SecurityConfig) -> Result<Loaded, String> {
         _ => return Err("--tls-cert and --tls-key go together".into()),
     };
     Ok(Loaded {
-        security: Security { auth, origins },
+        security: Security::new(auth, origins),
         access,
         tls,
     })

@@ -2,6 +2,7 @@
 //! stop. Tests call [`start`] on port 0 exactly as the binary does.
 
 use crate::config::Config;
+use crate::reload::{AuthReloader, Reloaded};
 use crate::{inspector, transport};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -54,6 +55,9 @@ pub struct Server {
     options: transport::accept::AcceptOptions,
     /// Stopped when the server is dropped or stopped.
     _sources: crate::sources::Sources,
+    /// `None` without an auth file.
+    reloader: Option<Arc<AuthReloader>>,
+    _watching: Option<crate::reload::Watching>,
 }
 
 impl Server {
@@ -77,6 +81,15 @@ impl Server {
             self.options,
             self.shutdown.subscribe(),
         ))
+    }
+
+    /// Applies the auth file again (SIGHUP). `Err` says why the rules in force stay,
+    /// including when the server was started without an auth file.
+    pub fn reload_auth(&self) -> std::result::Result<Reloaded, String> {
+        match &self.reloader {
+            Some(reloader) => reloader.reload(),
+            None => Err("no --auth-config file to reload".into()),
+        }
     }
 
     /// Closes every connection with 1001, lets in-flight writes finish, and stops.
@@ -161,6 +174,9 @@ pub async fn start(config: Config) -> Result<Server> {
     // Relayed streams start once the engine can publish; a bad spec stops the start.
     let sources = crate::sources::start(&config.sources, &engine)?;
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let security = Arc::new(loaded.security);
+    let reloader = AuthReloader::new(&config.security, security.clone(), engine.clone());
+    let watching = reloader.as_ref().and_then(AuthReloader::watch);
     let state = AppState {
         engine: engine.clone(),
         limits: TransportLimits {
@@ -173,7 +189,7 @@ pub async fn start(config: Config) -> Result<Server> {
         },
         shutdown: shutdown_rx.clone(),
         metrics: crate::telemetry::metrics_handle(),
-        security: Arc::new(loaded.security),
+        security,
     };
     let router = if config.echo_endpoint {
         // Opt-in only: the conformance suite's echo endpoints (transport/echo.rs).
@@ -207,6 +223,8 @@ pub async fn start(config: Config) -> Result<Server> {
     ));
     Ok(Server {
         _sources: sources,
+        reloader,
+        _watching: watching,
         addr,
         engine,
         store_location,

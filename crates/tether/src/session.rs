@@ -319,6 +319,12 @@ async fn write_loop(
                     "slow consumer: reconnect and resume",
                 );
             }
+            Err(Closed::AccessChanged) => {
+                break (
+                    close_codes::ACCESS_CHANGED,
+                    close_codes::reason(close_codes::ACCESS_CHANGED),
+                );
+            }
             Err(Closed::Gone) => {
                 let code = *close_code.lock().unwrap_or_else(|p| p.into_inner());
                 break (code, close_codes::reason(code));

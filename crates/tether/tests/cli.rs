@@ -256,7 +256,7 @@ async fn sighup_does_not_stop_the_server() {
     let mut logs = BufReader::new(child.stderr.take().unwrap()).lines();
     let said = tokio::time::timeout(WAIT, async {
         while let Some(line) = logs.next_line().await.unwrap() {
-            if line.contains("SIGHUP") {
+            if line.contains("SIGHUP: nothing reloaded") {
                 return line;
             }
         }
@@ -265,6 +265,7 @@ async fn sighup_does_not_stop_the_server() {
     .await
     .unwrap();
     assert!(said.contains("WARN"), "{said}");
+    assert!(said.contains("no --auth-config file"), "{said}");
     let health = reqwest::get(format!("http://{addr}/health")).await.unwrap();
     assert_eq!(health.status(), 200);
     assert!(child.try_wait().unwrap().is_none(), "still running");

@@ -213,7 +213,10 @@ pub fn load(
             "auth is on but no access rule is configured: every read, write, subscription and room is denied; add rules with --auth-config (docs/security.md)"
         );
     }
-    let access = Access::with_rules(rules)?;
+    let access = Access::with_rules(rules).map_err(|e| match &config.auth_config {
+        Some(path) => format!("{}: {e}", path.display()),
+        None => e,
+    })?;
     Ok((Auth::new(verifier, anonymous), access))
 }
 

@@ -2,8 +2,8 @@
 //!
 //! Settings come from flags, `TETHER_*` environment variables and `--config FILE`, in
 //! that order of precedence (the layering is in `cli/mod.rs` and `config/file.rs`).
-//! SIGHUP is caught so that a `systemctl reload` or a stray hang-up never kills the
-//! server; nothing is reloaded yet (docs/operations.md, "Signals").
+//! SIGHUP reloads the auth file (`reload.rs`; docs/operations.md, "Signals"); without
+//! one it is logged and ignored, so a stray hang-up never kills the server.
 
 use super::logging::LogArgs;
 use clap::Args;
@@ -57,7 +57,7 @@ pub async fn run(args: ServeArgs) -> ExitCode {
     let _ = out.flush();
     drop(out);
     tracing::info!(%addr, store = %server.store_location, "serving");
-    signals.shutdown().await;
+    signals.until_shutdown(|| server.reload_auth()).await;
     tracing::info!("shutting down: closing connections");
     match server.stop().await {
         Ok(()) => ExitCode::SUCCESS,
@@ -68,9 +68,8 @@ pub async fn run(args: ServeArgs) -> ExitCode {
     }
 }
 
-/// SIGINT and SIGTERM stop the server. SIGHUP's default action would end it too;
-/// reloading settings on it belongs with settings that can change at run time, so
-/// until one can, it is logged and ignored.
+/// SIGINT and SIGTERM stop the server. SIGHUP reloads the auth file (its default
+/// action would end the process).
 struct Signals {
     #[cfg(unix)]
     terminate: Option<tokio::signal::unix::Signal>,
@@ -95,16 +94,20 @@ impl Signals {
         Signals {}
     }
 
-    /// Resolves on SIGINT or SIGTERM.
-    async fn shutdown(&mut self) {
+    /// Resolves on SIGINT or SIGTERM, calling `reload` on each SIGHUP meanwhile.
+    async fn until_shutdown<R>(&mut self, reload: impl Fn() -> Result<R, String>) {
         #[cfg(unix)]
         loop {
             tokio::select! {
                 _ = recv(&mut self.terminate) => return,
                 _ = recv(&mut self.interrupt) => return,
-                _ = recv(&mut self.hangup) => tracing::warn!(
-                    "SIGHUP received: nothing is reloadable at run time yet; restart to apply configuration changes"
-                ),
+                _ = recv(&mut self.hangup) => {
+                    tracing::info!("SIGHUP received: reloading the auth file");
+                    // The reloader logs the outcome of a real reload itself.
+                    if let Err(e) = reload() {
+                        tracing::warn!(error = %e, "SIGHUP: nothing reloaded");
+                    }
+                }
             }
         }
         #[cfg(not(unix))]

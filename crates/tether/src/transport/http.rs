@@ -53,7 +53,7 @@ impl FromRequestParts<AppState> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let caller = state
             .security
-            .auth
+            .auth()
             .authenticate(&parts.headers, parts.uri.query())?;
         Ok(Caller(caller.identity))
     }

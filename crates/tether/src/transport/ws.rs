@@ -54,7 +54,11 @@ async fn upgrade(
         let error = tether_engine::access::forbidden(reason);
         return crate::transport::http::ApiError(error).into_response();
     }
-    let caller = match state.security.auth.authenticate(&headers, query.as_deref()) {
+    let caller = match state
+        .security
+        .auth()
+        .authenticate(&headers, query.as_deref())
+    {
         Ok(caller) => caller,
         Err(e) => {
             metrics::counter!("tether_upgrades_refused_total", "reason" => "auth").increment(1);
