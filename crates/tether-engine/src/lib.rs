@@ -38,6 +38,26 @@ pub use knobs::Knobs;
 pub use outbox::{Closed, Outbox};
 pub use presence::Presence;
 
+/// A write handed to the committer ([`Engine::begin_write`]): resolves to its change
+/// once durable, or to why it was refused. Dropping it does not undo the write.
+#[derive(Debug)]
+pub struct Committing(oneshot::Receiver<Result<Arc<Change>>>);
+
+impl std::future::Future for Committing {
+    type Output = Result<Arc<Change>>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|answer| {
+            answer.unwrap_or_else(|_| {
+                Err(Error::unavailable("the committer stopped before answering"))
+            })
+        })
+    }
+}
+
 /// A closed session's subscriptions, when it closed, and who it was (so another
 /// caller cannot take them over with a resume).
 type Retained = (Vec<(Arc<str>, Arc<SubSpec>)>, Instant, Option<Arc<str>>);
@@ -269,15 +289,21 @@ impl Engine {
 
     /// Commits one write; returns once it is durable. Its change then fans out.
     pub async fn write(&self, write: Write) -> Result<Arc<Change>> {
+        self.begin_write(write).await?.await
+    }
+
+    /// Hands `write` to the committer and returns at once with what resolves when it
+    /// is durable (or refused). Writes begun one after another commit in that order,
+    /// so a connection can have several in flight (sharing a group commit) and still
+    /// answer them in order. Waits only while the commit queue is full.
+    pub async fn begin_write(&self, write: Write) -> Result<Committing> {
         let (done, outcome) = oneshot::channel();
         self.inner
             .writes
             .send(PendingWrite { write, done })
             .await
             .map_err(|_| Error::unavailable("the engine is shutting down"))?;
-        outcome
-            .await
-            .map_err(|_| Error::unavailable("the committer stopped before answering"))?
+        Ok(Committing(outcome))
     }
 
     // ---- the same, as a caller (checked against the access rules) ----------------

@@ -1,7 +1,11 @@
 //! One session per connection: identity, the codec, request handling, and the writer.
 //!
 //! The reader half decodes each frame with the dialect's codec and executes the ops in
-//! order, queuing replies in the connection's outbox. The writer half drains that one
+//! order, queuing replies in the connection's outbox. Writes are pipelined: each is
+//! handed to the committer as it arrives and answered when durable, so a client that
+//! sends many writes without waiting shares group commits instead of paying one fsync
+//! per write; replies still go out in request order, and any other request waits for
+//! the writes before it (a `get` after a `put` sees the put). The writer half drains that one
 //! outbox (replies and pushes alike), encodes with the same codec, stamps the message
 //! number and writes a batch of frames per wake-up. When one half ends, the other does.
 
@@ -18,11 +22,14 @@ use tether_core::{
     Write, WriteKind,
 };
 use tether_dialects::{Codec, MsgNo, Rejected, Request};
-use tether_engine::{Closed, Engine, Identity, Outbox};
+use tether_engine::{Closed, Committing, Engine, Identity, Outbox};
 use tokio::sync::watch;
 
 /// Replies kept per connection for `retry` confirmations (seed 001).
 const KEPT_REPLIES: usize = 64;
+
+/// Writes one connection may have in flight before the next waits for the oldest.
+const MAX_WRITES_IN_FLIGHT: usize = 64;
 
 /// How long a connection the server closes waits for the client's close reply.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -55,6 +62,15 @@ pub struct Session {
     rate: RateLimit,
     /// Who the connection authenticated as; every op is checked against it.
     who: Arc<Identity>,
+    /// Writes handed to the committer and not answered yet, oldest first.
+    in_flight: VecDeque<InFlight>,
+}
+
+/// A pipelined write: its request's tag, when it was sent, and its commit.
+struct InFlight {
+    tag: Tag,
+    started: std::time::Instant,
+    commit: Committing,
 }
 
 /// Whether the reader goes on after a frame.
@@ -108,6 +124,7 @@ pub async fn run_as(
             Instant::now(),
         ),
         who,
+        in_flight: VecDeque::new(),
     };
     outbox.set_session(&session.id);
     // A fresh random id: no one else can hold it, so this only records the claim.
@@ -159,6 +176,10 @@ pub async fn run_as(
                 set_close(close_codes::AUTH_EXPIRED);
                 break;
             }
+            // Before new frames: answering is what lets a pipelining client go on.
+            written = session.next_written(), if !session.in_flight.is_empty() => {
+                session.answer_write(written);
+            }
             frame = stream.next() => {
                 last_seen = Instant::now();
                 let flow = match frame {
@@ -170,7 +191,10 @@ pub async fn run_as(
                         // idle connection's state; boxed it is allocated per message.
                         Box::pin(session.handle_text(text.as_str())).await
                     }
-                    Some(Ok(Message::Binary(_))) => session.handle_binary(),
+                    Some(Ok(Message::Binary(_))) => {
+                        session.finish_writes().await;
+                        session.handle_binary()
+                    }
                     Some(Ok(Message::Ping(_))) => session.handle_ping(),
                     Some(Ok(Message::Pong(_))) => Flow::Continue,
                     Some(Ok(Message::Close(_))) | None => {
@@ -201,6 +225,9 @@ pub async fn run_as(
             }
         }
     }
+    // Writes in flight are committed whatever happens; answer them before the close
+    // frame, so a client told "going away" knows exactly which of its writes landed.
+    session.finish_writes().await;
     engine.close(&outbox, &session.id);
     // A close the client did not start: read on, discarding, until its close reply or
     // the end of the stream, for a bounded time. A socket dropped with unread data in
@@ -354,6 +381,7 @@ impl Session {
             return Flow::Close(close_codes::RATE_LIMITED);
         }
         if text.len() > self.limits.max_message_bytes {
+            self.finish_writes().await;
             let error = Error::new(
                 ErrorCode::TooLarge,
                 format!(
@@ -368,16 +396,76 @@ impl Session {
         // Refused messages are still decoded, so each error carries the request's
         // tag in the dialect's own form, exactly as any other rejected request.
         let requests = lock(&self.codec).decode(text);
+        // Checked writes read before they write, so only unchecked ones pipeline.
+        let pipeline = self.engine.access().is_open();
         for request in requests {
             match request {
+                Ok(Request {
+                    tag,
+                    op: Op::Write(write),
+                }) if pipeline && verdict != Verdict::Refuse => self.begin_write(tag, write).await,
                 Ok(Request { tag, .. }) if verdict == Verdict::Refuse => {
+                    self.finish_writes().await;
                     self.reject(tag, self.rate_error());
                 }
-                Ok(Request { tag, op }) => self.execute(tag, op).await,
-                Err(Rejected { tag, error }) => self.reject(tag, error),
+                Ok(Request { tag, op }) => {
+                    self.finish_writes().await;
+                    self.execute(tag, op).await
+                }
+                Err(Rejected { tag, error }) => {
+                    self.finish_writes().await;
+                    self.reject(tag, error)
+                }
             }
         }
         Flow::Continue
+    }
+
+    /// Hands a write to the committer without waiting for it to be durable.
+    async fn begin_write(&mut self, tag: Tag, write: Write) {
+        if self.in_flight.len() >= MAX_WRITES_IN_FLIGHT {
+            let oldest = self.next_written().await;
+            self.answer_write(oldest);
+        }
+        let started = std::time::Instant::now();
+        match self.engine.begin_write(write).await {
+            Ok(commit) => self.in_flight.push_back(InFlight {
+                tag,
+                started,
+                commit,
+            }),
+            Err(e) => {
+                self.finish_writes().await;
+                self.reply(tag, Err(e));
+            }
+        }
+    }
+
+    /// Waits for the oldest write in flight. Cancel-safe: it stays queued until done.
+    async fn next_written(&mut self) -> (InFlight, Result<Reply, Error>) {
+        let Some(oldest) = self.in_flight.front_mut() else {
+            return std::future::pending().await;
+        };
+        let result = (&mut oldest.commit).await.map(Reply::Written);
+        let oldest = self
+            .in_flight
+            .pop_front()
+            .expect("the oldest is still queued");
+        (oldest, result)
+    }
+
+    fn answer_write(&mut self, (write, result): (InFlight, Result<Reply, Error>)) {
+        metrics::histogram!("tether_write_seconds").record(write.started.elapsed().as_secs_f64());
+        self.reply(write.tag, result);
+    }
+
+    /// Answers every write in flight, in order: whatever comes next is answered after
+    /// them and sees them.
+    async fn finish_writes(&mut self) {
+        while !self.in_flight.is_empty() {
+            let written = self.next_written().await;
+            self.answer_write(written);
+        }
     }
 
     fn handle_binary(&mut self) -> Flow {

@@ -438,3 +438,45 @@ async fn retry_resends_a_reply_and_flush_releases_holdings() {
         .await;
     c.expect_silence(Duration::from_millis(300)).await;
 }
+
+#[tokio::test]
+async fn pipelined_writes_are_answered_in_order_and_seen_by_what_follows() {
+    let s = TestServer::start().await;
+    let (mut c, _) = Client::canonical(&s.url("/ws")).await;
+    // 200 writes sent without waiting (more than one connection may have in flight),
+    // a refused one among them, then a read: every answer in request order.
+    let mut batch = Vec::new();
+    for i in 1..=200u64 {
+        batch.push(
+            json!({"req": i, "type": "upsert", "resource": "pipe", "id": "one", "data": {"n": i}}),
+        );
+        if i == 100 {
+            batch.push(json!({"req": "stale", "type": "update", "resource": "pipe", "id": "one", "data": {}, "version": 1}));
+        }
+    }
+    batch.push(json!({"req": "read", "type": "get", "resource": "pipe", "id": "one"}));
+    for m in batch {
+        c.send(m).await;
+    }
+
+    let mut version = 0;
+    for i in 1..=200u64 {
+        let r = c.recv().await;
+        assert_eq!(r["req"], i, "answers in request order: {r}");
+        assert_eq!(r["type"], "result", "{r}");
+        version += 1;
+        assert_eq!(r["version"], version, "{r}");
+        if i == 100 {
+            let r = c.recv().await;
+            assert_eq!(r["req"], "stale", "{r}");
+            assert_eq!(r["code"], "version_conflict", "{r}");
+        }
+    }
+    let r = c.recv().await;
+    assert_eq!(r["req"], "read", "{r}");
+    assert_eq!(
+        r["record"]["version"], 200,
+        "the read sees every write before it: {r}"
+    );
+    assert_eq!(r["record"]["data"]["n"], 200, "{r}");
+}
