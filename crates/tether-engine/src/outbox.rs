@@ -208,7 +208,7 @@ impl Outbox {
 }
 
 /// A rough size for accounting; exactness does not matter, proportionality does.
-fn approx_size(message: &Outbound) -> usize {
+pub fn approx_size(message: &Outbound) -> usize {
     let records = |rs: &[tether_core::Record]| -> usize {
         rs.iter().map(tether_core::Record::approx_size).sum()
     };

@@ -25,8 +25,10 @@ use tether_dialects::{Codec, MsgNo, Rejected, Request};
 use tether_engine::{Closed, Committing, Engine, Identity, Outbox};
 use tokio::sync::watch;
 
-/// Replies kept per connection for `retry` confirmations (seed 001).
+/// Replies kept per connection for `retry` confirmations (seed 001): the last 64, and
+/// no more than 1 MiB of them, so a client repeating large queries cannot pin memory.
 const KEPT_REPLIES: usize = 64;
+const KEPT_REPLY_BYTES: usize = 1 << 20;
 
 /// Writes one connection may have in flight before the next waits for the oldest.
 const MAX_WRITES_IN_FLIGHT: usize = 64;
@@ -58,7 +60,9 @@ pub struct Session {
     outbox: Arc<Outbox>,
     codec: SharedCodec,
     limits: Limits,
-    kept: VecDeque<(Tag, Outbound)>,
+    /// Each kept reply with its approximate size, oldest first; `kept_bytes` is the sum.
+    kept: VecDeque<(Tag, Outbound, usize)>,
+    kept_bytes: usize,
     rate: RateLimit,
     /// Who the connection authenticated as; every op is checked against it.
     who: Arc<Identity>,
@@ -118,6 +122,7 @@ pub async fn run_as(
         codec: codec.clone(),
         limits,
         kept: VecDeque::new(),
+        kept_bytes: 0,
         rate: RateLimit::new(
             limits.max_messages_per_sec,
             limits.message_burst,
@@ -526,10 +531,17 @@ impl Session {
             result,
         };
         if !tag.is_null() {
-            if self.kept.len() == KEPT_REPLIES {
-                self.kept.pop_front();
+            let size = tether_engine::outbox::approx_size(&message);
+            if size <= KEPT_REPLY_BYTES {
+                while self.kept.len() == KEPT_REPLIES || self.kept_bytes + size > KEPT_REPLY_BYTES {
+                    let Some((_, _, dropped)) = self.kept.pop_front() else {
+                        break;
+                    };
+                    self.kept_bytes -= dropped;
+                }
+                self.kept_bytes += size;
+                self.kept.push_back((tag, message.clone(), size));
             }
-            self.kept.push_back((tag, message.clone()));
         }
         self.outbox.push(message);
     }
@@ -740,7 +752,7 @@ impl Session {
     }
 
     fn confirm(&mut self, kind: ConfirmKind, of: Tag) {
-        let at = self.kept.iter().position(|(t, _)| *t == of);
+        let at = self.kept.iter().position(|(t, _, _)| *t == of);
         match (kind, at) {
             (ConfirmKind::Retry, Some(at)) => {
                 let message = self.kept[at].1.clone();
@@ -756,7 +768,9 @@ impl Session {
             // done and abort release the kept reply. An aborted write stays committed:
             // committed data is never silently undone; write again to change it.
             (ConfirmKind::Done | ConfirmKind::Abort, Some(at)) => {
-                self.kept.remove(at);
+                if let Some((_, _, size)) = self.kept.remove(at) {
+                    self.kept_bytes -= size;
+                }
             }
             (ConfirmKind::Done | ConfirmKind::Abort, None) => {}
         }

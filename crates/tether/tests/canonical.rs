@@ -480,3 +480,36 @@ async fn pipelined_writes_are_answered_in_order_and_seen_by_what_follows() {
     );
     assert_eq!(r["record"]["data"]["n"], 200, "{r}");
 }
+
+#[tokio::test]
+async fn retry_keeps_small_replies_but_not_a_megabyte_of_them() {
+    let s = TestServer::start().await;
+    let (mut c, _) = Client::canonical(&s.url("/ws")).await;
+    let blob = "x".repeat(100_000);
+    for i in 0..12 {
+        let r = c
+            .request(json!({"type": "upsert", "resource": "big", "id": format!("b{i}"), "data": {"blob": blob}}))
+            .await;
+        assert_eq!(r["type"], "result", "{r}");
+    }
+    c.send(json!({"req": "small", "type": "get", "resource": "big", "id": "b0"}))
+        .await;
+    assert_eq!(c.recv().await["req"], "small");
+    c.send(json!({"req": "huge", "type": "query", "resource": "big"}))
+        .await;
+    let huge = c.recv().await;
+    assert_eq!(huge["records"].as_array().map(Vec::len), Some(12));
+
+    // The 1.2 MB answer was sent but not kept; the small one still is.
+    c.send(json!({"type": "retry", "req": "huge"})).await;
+    let r = c.recv().await;
+    assert_eq!(
+        (&r["req"], &r["code"]),
+        (&json!("huge"), &json!("not_found")),
+        "{r}"
+    );
+    c.send(json!({"type": "retry", "req": "small"})).await;
+    let r = c.recv().await;
+    assert_eq!(r["req"], "small", "{r}");
+    assert_eq!(r["record"]["id"], "b0", "{r}");
+}
