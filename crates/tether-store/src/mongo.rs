@@ -6,7 +6,10 @@
 //!
 //! - **Reads** (`get`, `query`, the snapshot of a subscription) come from the collection.
 //!   A document is a record: `_id` is the record id, `_v` its version (a document without
-//!   `_v`, written by someone else, is at version 1), every other field is the body.
+//!   `_v`, written by someone else, is at version 1), every other field is the body. A
+//!   record id of 24 hex digits is an ObjectId `_id` (what most applications use), any
+//!   other id a string `_id`; an integer `_id` reads as its digits but cannot be
+//!   written through Tether.
 //! - **Writes through Tether** are decided against the document as it stands (with
 //!   [`Write::apply`], the same rules as every store), written to the collection only if
 //!   the document's `_v` is still what was read (a compare-and-swap; a lost race is a
@@ -40,6 +43,7 @@
 
 use crate::{ConsistentRead, ConsistentView, ReadTarget, Replay, ResourceInfo, Store};
 use async_trait::async_trait;
+use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::ClientOptions;
@@ -201,8 +205,8 @@ impl MongoStore {
         let applied = write.apply(stored.as_ref())?;
         // Only if the document is still as read: `_v` as it was, or absent.
         let unchanged = |raw: &Option<Bson>| match raw {
-            Some(v) => doc! { "_id": write.id.as_str(), "_v": v.clone() },
-            None => doc! { "_id": write.id.as_str(), "_v": { "$exists": false } },
+            Some(v) => doc! { "_id": id_bson(&write.id), "_v": v.clone() },
+            None => doc! { "_id": id_bson(&write.id), "_v": { "$exists": false } },
         };
         let changed = match (&applied.data, &current) {
             (Some(data), None) => {
@@ -312,6 +316,12 @@ impl Backend {
         if unreachable {
             self.health.mark_down(&self.shown);
         }
+        if let ErrorKind::Write(WriteFailure::WriteError(refused)) = &*e.kind {
+            return Error::bad_request(format!(
+                "MongoDB ({}) refused {what}: {}",
+                self.shown, refused.message
+            ));
+        }
         Error::unavailable(format!("MongoDB ({}) failed {what}: {e}", self.shown))
     }
 
@@ -324,7 +334,7 @@ impl Backend {
         self.check()?;
         let found = self
             .collection
-            .find_one(doc! { "_id": id.as_str() })
+            .find_one(doc! { "_id": id_bson(id) })
             .await
             .map_err(|e| self.failed("reading", e))?;
         found.map(|d| to_record(resource, d)).transpose()
@@ -394,7 +404,7 @@ fn to_bson(value: &Value) -> Result<Bson> {
 }
 
 fn to_document(id: &RecordId, version: u64, data: &Data) -> Result<Document> {
-    let mut document = doc! { "_id": id.as_str() };
+    let mut document = doc! { "_id": id_bson(id) };
     for (field, value) in data {
         document.insert(field.as_str(), to_bson(value)?);
     }
@@ -421,6 +431,8 @@ fn to_record(resource: &ResourceName, mut document: Document) -> Result<(Record,
     let version = match &raw {
         Some(Bson::Int32(n)) if *n > 0 => *n as u64,
         Some(Bson::Int64(n)) if *n > 0 => *n as u64,
+        // JavaScript applications (and CongoDB) write whole numbers as doubles.
+        Some(Bson::Double(n)) if *n >= 1.0 && n.fract() == 0.0 && *n < 9.0e15 => *n as u64,
         // Written by someone other than Tether: it exists, so it is at version 1.
         _ => 1,
     };
@@ -436,8 +448,21 @@ fn to_record(resource: &ResourceName, mut document: Document) -> Result<(Record,
     Ok((record, raw))
 }
 
+/// The `_id` of a record: an ObjectId for 24 hex digits, else the string.
+fn id_bson(id: &RecordId) -> Bson {
+    let text = id.as_str();
+    match ObjectId::parse_str(text) {
+        Ok(oid) if text.len() == 24 => Bson::ObjectId(oid),
+        _ => Bson::String(text.to_owned()),
+    }
+}
+
+/// An insert refused because the `_id` exists (someone inserted it since the read).
+/// Code 11000 alone is not enough: CongoDB, the test stand-in, gives it to every
+/// refused insert.
 fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
-    matches!(&*e.kind, ErrorKind::Write(WriteFailure::WriteError(w)) if w.code == 11000)
+    matches!(&*e.kind, ErrorKind::Write(WriteFailure::WriteError(w))
+        if w.code == 11000 && w.message.to_ascii_lowercase().contains("duplicate key"))
 }
 
 #[async_trait]
@@ -626,6 +651,16 @@ mod tests {
         assert_eq!(raw, Some(Bson::Int64(3)));
         let (foreign, raw) = to_record(&res, doc! { "_id": "b", "x": 1 }).unwrap();
         assert_eq!((foreign.version, raw), (1, None));
+        let (js, _) = to_record(&res, doc! { "_id": "c", "_v": 4.0 }).unwrap();
+        assert_eq!(js.version, 4);
         assert!(check_body(&serde_json::from_str(r#"{"_v": 1}"#).unwrap()).is_err());
+        let oid = RecordId::parse("65a1b2c3d4e5f60718293a4b").unwrap();
+        assert!(matches!(id_bson(&oid), Bson::ObjectId(_)));
+        let (back, _) = to_record(&res, doc! { "_id": id_bson(&oid) }).unwrap();
+        assert_eq!(back.id, oid);
+        assert_eq!(
+            id_bson(&RecordId::parse("abc").unwrap()),
+            Bson::String("abc".into())
+        );
     }
 }

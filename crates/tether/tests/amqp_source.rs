@@ -10,10 +10,8 @@
 
 mod common;
 
-use common::{Client, TestServer};
-use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions, ExchangeDeleteOptions};
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use common::amqp::Publisher;
+use common::{unique, Client, TestServer};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,75 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 
 fn broker() -> Option<String> {
-    match std::env::var("TETHER_TEST_AMQP") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            eprintln!("TETHER_TEST_AMQP is not set: skipping the RabbitMQ source tests");
-            None
-        }
-    }
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("{prefix}-{}-{nanos:x}", std::process::id())
-}
-
-/// The test's own publisher, on its own exchange.
-struct Publisher {
-    _connection: Connection,
-    channel: Channel,
-    exchange: String,
-}
-
-impl Publisher {
-    async fn new(url: &str) -> Publisher {
-        let connection = Connection::connect(url, ConnectionProperties::default())
-            .await
-            .expect("the test connects to RabbitMQ");
-        let channel = connection.create_channel().await.unwrap();
-        let exchange = unique("tt-ex");
-        channel
-            .exchange_declare(
-                exchange.as_str().into(),
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        Publisher {
-            _connection: connection,
-            channel,
-            exchange,
-        }
-    }
-
-    async fn publish(&self, key: &str, body: &[u8]) {
-        self.channel
-            .basic_publish(
-                self.exchange.as_str().into(),
-                key.into(),
-                BasicPublishOptions::default(),
-                body,
-                BasicProperties::default(),
-            )
-            .await
-            .expect("publish");
-    }
-
-    async fn delete(self) {
-        let _ = self
-            .channel
-            .exchange_delete(
-                self.exchange.as_str().into(),
-                ExchangeDeleteOptions::default(),
-            )
-            .await;
-    }
+    common::service("TETHER_TEST_AMQP", "RabbitMQ source tests")
 }
 
 /// A `/ws` topic subscriber and a `/monorail/<channel>` watcher of one channel.
