@@ -6,6 +6,7 @@
 //! Needs `TETHER_TEST_MONGO` (a `mongodb://` URL; scripts/test.sh starts CongoDB and
 //! sets it) and, for the announcement test, `TETHER_TEST_AMQP`; without them those
 //! tests print a notice and pass without running. Each test uses its own database.
+//! A MongoDB going away and coming back is a proxy in between being cut and restored.
 //! The tests of an unreachable MongoDB and of bad configuration need no service.
 //!
 //! Not tested here, because no genuine MongoDB server installs on the machines this
@@ -18,6 +19,7 @@
 mod common;
 
 use common::amqp::Publisher;
+use common::proxy::{reroute, Proxy};
 use common::{unique, Client, TestServer};
 use lapin::options::QueueDeleteOptions;
 use mongodb::bson::oid::ObjectId;
@@ -404,6 +406,69 @@ async fn announced_changes_reach_watchers() {
         .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
         .await;
     app.delete().await;
+}
+
+/// A MongoDB that goes away (a proxy in between is cut) makes its resource
+/// unavailable, promptly, while other resources keep working; once it is back, the
+/// resource serves again without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongodb_going_away_and_coming_back() {
+    let Some(url) = mongo() else {
+        return;
+    };
+    let (upstream, _) = reroute(&url, "unused", 27017);
+    let proxy = Proxy::start(upstream).await;
+    let (_, through_proxy) = reroute(&url, &proxy.addr, 27017);
+    let owned = Owned::new(&url, "flaky").await;
+    owned
+        .collection
+        .insert_one(doc! {"_id": oid(N1), "x": 1})
+        .await
+        .unwrap();
+    let spec = owned.spec.replace(&url, &through_proxy);
+    let server = TestServer::start_with(|c| c.mongo_resources = vec![spec]).await;
+    let mut c = canonical(&server).await;
+    let get = json!({"type": "get", "resource": "flaky", "id": N1});
+    assert_eq!(
+        c.request(get.clone()).await["record"]["data"],
+        json!({"x": 1})
+    );
+
+    proxy.cut();
+    let started = Instant::now();
+    let r = c.request(get.clone()).await;
+    assert_eq!(r["code"], "unavailable", "{r}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    let r = c
+        .request(json!({"type": "patch", "resource": "flaky", "id": N1, "data": {"x": 2}}))
+        .await;
+    assert_eq!(r["code"], "unavailable", "{r}");
+    let r = c
+        .request(json!({"type": "create", "resource": "local", "id": "a", "data": {}}))
+        .await;
+    assert_eq!(r["version"], 1, "other resources keep working: {r}");
+
+    proxy.restore();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = c.request(get.clone()).await;
+        if r["record"]["data"] == json!({"x": 1}) {
+            break;
+        }
+        assert_eq!(r["code"], "unavailable", "{r}");
+        assert!(Instant::now() < deadline, "MongoDB never came back: {r}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let r = c
+        .request(json!({"type": "patch", "resource": "flaky", "id": N1, "data": {"x": 2}}))
+        .await;
+    assert_eq!(r["version"], 2, "{r}");
+    assert_eq!(whole(&owned.find(N1).await.unwrap(), "x"), 2);
+    server.server.stop().await.unwrap();
 }
 
 /// A MongoDB that does not answer makes its resource unavailable, promptly and in the

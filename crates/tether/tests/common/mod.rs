@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod amqp;
+pub mod proxy;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
