@@ -33,7 +33,8 @@
 //!   here, so the result is ordered exactly like every other store's. With mixed value
 //!   types in the order field, MongoDB's type order can pick a different first `limit`.
 //! - Filter fields with a `.` or a leading `$` mean something else to MongoDB, and a
-//!   body may not use `_id` or `_v`; both are refused with `bad_request`.
+//!   body may not use `_id` or `_v`; both are refused with `bad_request`. An object in
+//!   a filter equals an embedded document only with its fields in the same order.
 //!
 //! When MongoDB is unreachable, calls fail within the server-selection timeout (2 s
 //! unless the URL sets `serverSelectionTimeoutMS`) with `unavailable`, and the
@@ -233,7 +234,10 @@ impl MongoStore {
                     .deleted_count
                     == 1
             }
-            (None, None) => unreachable!("a delete of a missing record is refused by apply"),
+            // `apply` refuses a delete of a missing record; never panic on the commit path.
+            (None, None) => {
+                return Err(Error::not_found(write.resource.as_str(), write.id.as_str()))
+            }
         };
         if !changed {
             return Err(Error::new(

@@ -21,7 +21,8 @@
 //! - `data`: for `put`, the document; `_id` in it is ignored, and `_v` is its version.
 //! - `version` (optional): the document's `_v` after the change. Without it (and
 //!   without `_v` in `data`), a `put` takes the version Tether reads from the
-//!   collection at that moment, and a `delete` is logged at version 0.
+//!   collection at that moment (while it cannot be read, the message stays unacknowledged
+//!   and comes back after the reconnect), and a `delete` is logged at version 0.
 //!
 //! A message that is not of this form is logged as a warning and dropped.
 
