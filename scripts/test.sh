@@ -9,6 +9,19 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# MongoDB-backed resources are tested against CongoDB, an in-memory MongoDB-wire
+# server from the npm registry (no genuine MongoDB installs here; see
+# scripts/congodb/setup.sh for the pin and what it cannot test). A TETHER_TEST_MONGO
+# already set (a real MongoDB) is used instead.
+if [ -z "${TETHER_TEST_MONGO:-}" ]; then
+  echo "== CongoDB for the MongoDB-backed resource tests"
+  congo_log="$(mktemp)"
+  congo_port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  congo_pid="$(bash scripts/congodb/start.sh "$congo_port" "$congo_log")"
+  trap 'kill "$congo_pid" 2>/dev/null || true; rm -f "$congo_log"' EXIT
+  export TETHER_TEST_MONGO="mongodb://127.0.0.1:$congo_port/?directConnection=true"
+fi
+
 echo "== cargo test"
 cargo test --workspace --locked
 

@@ -3,6 +3,10 @@
 //! A store runs [`Write::apply`] inside its transaction against the row it read, so
 //! SQLite and PostgreSQL cannot disagree about what `create` on an existing id or a
 //! stale expected version means.
+//!
+//! A write may also arrive already decided ([`Write::logged`]): a resource whose records
+//! live in another system (a MongoDB collection) applies the write there, and the store
+//! only gives the outcome its position in the change log.
 
 use crate::change::ChangeKind;
 use crate::error::{Error, ErrorCode, Result};
@@ -45,6 +49,10 @@ pub struct Write {
     /// Optimistic concurrency: the write fails with `version_conflict` unless the stored
     /// version equals this. `Some(0)` means "must not exist" for upsert.
     pub expected_version: Option<Version>,
+    /// Set when the records live elsewhere and this outcome already happened there: the
+    /// store logs it as is and leaves its own records alone. Only the store wrapper of
+    /// such a resource sets it (dialects never do, as [`Write::new`] leaves it empty).
+    pub logged: Option<Applied>,
 }
 
 /// What a write does to a record, computed from the row as it stands.
@@ -90,11 +98,39 @@ impl Write {
             id,
             data,
             expected_version,
+            logged: None,
         })
+    }
+
+    /// A change that already happened in the system that holds `resource`'s records:
+    /// the store gives it a position and leaves its own records alone. `data` is the
+    /// merge patch for a patch, the new body otherwise.
+    pub fn logged(resource: ResourceName, id: RecordId, data: Data, applied: Applied) -> Write {
+        let kind = match applied.kind {
+            ChangeKind::Put => WriteKind::Upsert,
+            ChangeKind::Patch => WriteKind::Patch,
+            ChangeKind::Delete => WriteKind::Delete,
+        };
+        Write {
+            kind,
+            resource,
+            id,
+            data,
+            expected_version: None,
+            logged: Some(applied),
+        }
+    }
+
+    /// Whether the store should keep this write's record (false for a logged write).
+    pub fn keeps_record(&self) -> bool {
+        self.logged.is_none()
     }
 
     /// Decides the outcome of this write against the stored row (`None`: never existed).
     pub fn apply(&self, stored: Option<&Stored>) -> Result<Applied> {
+        if let Some(applied) = &self.logged {
+            return Ok(applied.clone());
+        }
         let live = stored.and_then(|s| s.data.as_ref().map(|d| (s.version, d)));
         let last_version = stored.map(|s| s.version).unwrap_or(0);
         if let Some(expected) = self.expected_version {

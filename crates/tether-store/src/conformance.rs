@@ -57,6 +57,7 @@ macro_rules! conformance_tests {
             resource_counts,
             concurrent_commits_are_gap_free,
             epoch_is_stable,
+            logged_writes_only_take_a_position,
         );
     };
     (@cases $make:tt; $($case:ident),* $(,)?) => {
@@ -917,4 +918,54 @@ pub async fn epoch_is_stable(store: Arc<dyn Store>) {
     ok(s, write(WriteKind::Create, "todos", "a", json!({}))).await;
     store.compact(Position(1)).await.expect("compact");
     assert_eq!(store.epoch(), &epoch);
+}
+
+/// A logged write (its outcome decided where the records live, as for a MongoDB-backed
+/// resource) gets the next position with its kind, version and body as given, in group
+/// order with ordinary writes, and leaves the store's own records alone.
+pub async fn logged_writes_only_take_a_position(store: Arc<dyn Store>) {
+    use tether_core::write::Applied;
+    let s = &*store;
+    let put = Write::logged(
+        resource("ext"),
+        rid("a"),
+        body(json!({"x": 1})),
+        Applied {
+            kind: ChangeKind::Put,
+            version: 7,
+            data: Some(body(json!({"x": 1}))),
+        },
+    );
+    let gone = Write::logged(
+        resource("ext"),
+        rid("b"),
+        Data::new(),
+        Applied {
+            kind: ChangeKind::Delete,
+            version: 3,
+            data: None,
+        },
+    );
+    let outcomes = commit(
+        s,
+        vec![put, write(WriteKind::Create, "own", "c", json!({})), gone],
+    )
+    .await;
+    let changes: Vec<Change> = outcomes
+        .into_iter()
+        .map(|o| o.expect("committed"))
+        .collect();
+    assert_eq!(positions(&changes), vec![1, 2, 3]);
+    assert_eq!((changes[0].kind, changes[0].version), (ChangeKind::Put, 7));
+    assert_eq!(
+        (changes[2].kind, changes[2].version),
+        (ChangeKind::Delete, 3)
+    );
+    assert_eq!(log(s, 0, 10).await, changes);
+    assert_eq!(
+        get(s, "ext", "a").await,
+        None,
+        "a logged write keeps no record"
+    );
+    assert_eq!(get(s, "own", "c").await, Some((1, json!({}))));
 }

@@ -5,7 +5,8 @@
 //! or the bus: it never publishes anything. The engine is its only caller.
 //!
 //! Implementations: [`sqlite::SqliteStore`] (embedded, the default) and
-//! [`postgres::PostgresStore`] (shared by several nodes). Every
+//! [`postgres::PostgresStore`] (shared by several nodes). [`mongo::MongoStore`] wraps
+//! either and serves chosen resources from MongoDB collections (seed 002). Every
 //! implementation must pass [`conformance`], one suite of tests any store can run:
 //! `tether_store::conformance_tests!(factory)` expands to one `#[tokio::test]` per case.
 //!
@@ -17,12 +18,14 @@
 //! holds for one SQLite writer and for many PostgreSQL writers alike.
 
 pub mod conformance;
+pub mod mongo;
 pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
 use tether_core::{Change, Epoch, Position, Query, Record, RecordId, ResourceName, Result, Write};
 
+pub use mongo::{MongoResource, MongoStore};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 

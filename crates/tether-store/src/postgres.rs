@@ -256,7 +256,7 @@ fn valid_schema(s: &str) -> bool {
 }
 
 /// The URL with any password replaced, for error messages.
-fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
@@ -629,16 +629,18 @@ async fn commit_group(
         log.versions.push(to_i64(applied.version)?);
         log.data.push(body);
         patches.push(patch.as_ref().map(data_text).transpose()?);
-        if dirty_set.insert(key.clone()) {
-            dirty.push(key.clone());
+        if write.keeps_record() {
+            if dirty_set.insert(key.clone()) {
+                dirty.push(key.clone());
+            }
+            rows.insert(
+                key,
+                Stored {
+                    version: applied.version,
+                    data: applied.data.clone(),
+                },
+            );
         }
-        rows.insert(
-            key,
-            Stored {
-                version: applied.version,
-                data: applied.data.clone(),
-            },
-        );
         head = position.0;
         outcomes.push(Ok(Change::new(
             position,

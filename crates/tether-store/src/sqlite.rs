@@ -432,8 +432,10 @@ fn commit_group(conn: &mut Connection, writes: &[Write]) -> Result<Vec<Result<Ch
             let body = applied.data.as_ref().map(data_text).transpose()?;
             let patch = (applied.kind == ChangeKind::Patch).then(|| write.data.clone());
             let patch_text = patch.as_ref().map(data_text).transpose()?;
-            put.execute(params![resource, id, applied.version, body])
-                .ctx("writing a record")?;
+            if write.keeps_record() {
+                put.execute(params![resource, id, applied.version, body])
+                    .ctx("writing a record")?;
+            }
             log.execute(params![
                 position.0,
                 resource,

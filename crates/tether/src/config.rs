@@ -35,6 +35,26 @@ pub struct Config {
     )]
     pub sources: Vec<String>,
 
+    /// A resource served from a MongoDB collection (repeatable):
+    /// RESOURCE=mongodb://HOST:PORT/?OPTIONS#DATABASE/COLLECTION. See docs/deploy.md.
+    #[arg(
+        long = "mongo-resource",
+        value_name = "SPEC",
+        env = "TETHER_MONGO_RESOURCES",
+        value_delimiter = ' '
+    )]
+    pub mongo_resources: Vec<String>,
+
+    /// Where the application owning a MongoDB-backed resource announces its changes
+    /// (repeatable): RESOURCE=amqp://USER:PASS@HOST:PORT/VHOST#EXCHANGE/ROUTING.KEY.
+    #[arg(
+        long = "mongo-changes",
+        value_name = "SPEC",
+        env = "TETHER_MONGO_CHANGES",
+        value_delimiter = ' '
+    )]
+    pub mongo_changes: Vec<String>,
+
     /// Largest text message answered normally; larger ones get a `too_large` error.
     #[arg(long, default_value_t = 1 << 20, env = "TETHER_MAX_MESSAGE_BYTES")]
     pub max_message_bytes: usize,
@@ -101,6 +121,19 @@ pub struct Config {
     pub security: crate::security::SecurityConfig,
 }
 
+/// Checks the value of a flag whose values hold URLs with passwords. clap would echo
+/// a refused value whole, so these are plain strings to clap and checked here instead:
+/// at start, and by `tether config check`. `key` is the config key.
+pub fn check_spec(key: &str, spec: &str) -> Result<(), String> {
+    let checked = match key {
+        "source" => crate::sources::parse_source(spec).map(|_| ()),
+        "mongo_resource" => tether_store::MongoResource::parse(spec).map(|_| ()),
+        "mongo_changes" => crate::sources::amqp::AmqpSource::parse_changes(spec).map(|_| ()),
+        _ => Ok(()),
+    };
+    checked.map_err(|e| e.message)
+}
+
 /// Parses `90s`, `500ms`, `2m` or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -134,6 +167,8 @@ impl Config {
             store: None,
             bus: None,
             sources: Vec::new(),
+            mongo_resources: Vec::new(),
+            mongo_changes: Vec::new(),
             max_message_bytes: 1 << 20,
             max_frame_bytes: 16 << 20,
             outbox_max_bytes: 4 << 20,

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tether_bus::{Bus, LocalBus, NatsBus};
 use tether_core::{Epoch, Error, Result};
 use tether_engine::{Engine, Knobs};
-use tether_store::{PostgresStore, SqliteStore, Store};
+use tether_store::{MongoResource, MongoStore, PostgresStore, SqliteStore, Store};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -151,6 +151,16 @@ pub async fn start(config: Config) -> Result<Server> {
     // Keys, rules and certificates first: a mistake there should stop the server
     // before it binds, not after it has served a request.
     let loaded = crate::security::load(&config.security).map_err(Error::bad_request)?;
+    let specs = [
+        ("source", &config.sources),
+        ("mongo_resource", &config.mongo_resources),
+        ("mongo_changes", &config.mongo_changes),
+    ];
+    for (key, values) in specs {
+        for spec in values {
+            crate::config::check_spec(key, spec).map_err(Error::bad_request)?;
+        }
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| Error::unavailable(format!("cannot listen on {}: {e}", config.listen)))?;
@@ -158,6 +168,17 @@ pub async fn start(config: Config) -> Result<Server> {
         .local_addr()
         .map_err(|e| Error::unavailable(format!("cannot read the bound address: {e}")))?;
     let (store, store_location) = open_store(&config).await?;
+    // MongoDB-backed resources wrap the store that keeps the change log.
+    let mongo = config
+        .mongo_resources
+        .iter()
+        .map(|spec| MongoResource::parse(spec))
+        .collect::<Result<Vec<_>>>()?;
+    let store: Arc<dyn Store> = if mongo.is_empty() {
+        store
+    } else {
+        Arc::new(MongoStore::open(store, &mongo).await?)
+    };
     let bus = open_bus(&config, store.epoch()).await?;
     let engine = Engine::start_with_access(
         store,
@@ -172,7 +193,13 @@ pub async fn start(config: Config) -> Result<Server> {
     )
     .await?;
     // Relayed streams start once the engine can publish; a bad spec stops the start.
-    let sources = crate::sources::start(&config.sources, &engine)?;
+    let mongo_names: Vec<_> = mongo.iter().map(|m| m.resource.clone()).collect();
+    let sources = crate::sources::start(
+        &config.sources,
+        &config.mongo_changes,
+        &mongo_names,
+        &engine,
+    )?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let security = Arc::new(loaded.security);
     let reloader = AuthReloader::new(&config.security, security.clone(), engine.clone());

@@ -10,87 +10,14 @@
 
 mod common;
 
-use common::{Client, TestServer};
-use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions, ExchangeDeleteOptions};
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use common::amqp::Publisher;
+use common::proxy::{reroute, Proxy};
+use common::{unique, Client, TestServer};
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::AbortHandle;
 
 fn broker() -> Option<String> {
-    match std::env::var("TETHER_TEST_AMQP") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            eprintln!("TETHER_TEST_AMQP is not set: skipping the RabbitMQ source tests");
-            None
-        }
-    }
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("{prefix}-{}-{nanos:x}", std::process::id())
-}
-
-/// The test's own publisher, on its own exchange.
-struct Publisher {
-    _connection: Connection,
-    channel: Channel,
-    exchange: String,
-}
-
-impl Publisher {
-    async fn new(url: &str) -> Publisher {
-        let connection = Connection::connect(url, ConnectionProperties::default())
-            .await
-            .expect("the test connects to RabbitMQ");
-        let channel = connection.create_channel().await.unwrap();
-        let exchange = unique("tt-ex");
-        channel
-            .exchange_declare(
-                exchange.as_str().into(),
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        Publisher {
-            _connection: connection,
-            channel,
-            exchange,
-        }
-    }
-
-    async fn publish(&self, key: &str, body: &[u8]) {
-        self.channel
-            .basic_publish(
-                self.exchange.as_str().into(),
-                key.into(),
-                BasicPublishOptions::default(),
-                body,
-                BasicProperties::default(),
-            )
-            .await
-            .expect("publish");
-    }
-
-    async fn delete(self) {
-        let _ = self
-            .channel
-            .exchange_delete(
-                self.exchange.as_str().into(),
-                ExchangeDeleteOptions::default(),
-            )
-            .await;
-    }
+    common::service("TETHER_TEST_AMQP", "RabbitMQ source tests")
 }
 
 /// A `/ws` topic subscriber and a `/monorail/<channel>` watcher of one channel.
@@ -209,92 +136,15 @@ async fn lines_reach_ws_and_monorail_watchers_in_order() {
     publisher.delete().await;
 }
 
-/// A TCP proxy to the broker that the test can cut and restore.
-struct Proxy {
-    addr: String,
-    up: Arc<AtomicBool>,
-    links: Arc<Mutex<Vec<AbortHandle>>>,
-    accept: tokio::task::JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn start(upstream: String) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let up = Arc::new(AtomicBool::new(true));
-        let links: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
-        let accept = {
-            let (up, links) = (up.clone(), links.clone());
-            tokio::spawn(async move {
-                while let Ok((mut inbound, _)) = listener.accept().await {
-                    if !up.load(Ordering::SeqCst) {
-                        continue; // dropped: the broker is "down"
-                    }
-                    let upstream = upstream.clone();
-                    let link = tokio::spawn(async move {
-                        if let Ok(mut outbound) = TcpStream::connect(&upstream).await {
-                            let _ =
-                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                        }
-                    });
-                    links.lock().unwrap().push(link.abort_handle());
-                }
-            })
-        };
-        Proxy {
-            addr,
-            up,
-            links,
-            accept,
-        }
-    }
-
-    /// Closes every connection through the proxy and refuses new ones.
-    fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        for link in self.links.lock().unwrap().drain(..) {
-            link.abort();
-        }
-    }
-
-    fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.cut();
-        self.accept.abort();
-    }
-}
-
-/// `amqp://user:pass@HOST:PORT/vhost` -> (`HOST:PORT`, the URL with `addr` instead).
-fn reroute(url: &str, addr: &str) -> (String, String) {
-    let (scheme, rest) = url.split_once("://").expect("a URL");
-    let (userinfo, rest) = match rest.split_once('@') {
-        Some((u, r)) => (format!("{u}@"), r),
-        None => (String::new(), rest),
-    };
-    let end = rest.find('/').unwrap_or(rest.len());
-    let (hostport, path) = rest.split_at(end);
-    let hostport = if hostport.contains(':') {
-        hostport.to_owned()
-    } else {
-        format!("{hostport}:5672")
-    };
-    (hostport, format!("{scheme}://{userinfo}{addr}{path}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_that_goes_away_is_reconnected_and_the_server_keeps_serving() {
     let Some(url) = broker() else {
         return;
     };
     let publisher = Publisher::new(&url).await;
-    let (upstream, _) = reroute(&url, "unused");
+    let (upstream, _) = reroute(&url, "unused", 5672);
     let proxy = Proxy::start(upstream).await;
-    let (_, through_proxy) = reroute(&url, &proxy.addr);
+    let (_, through_proxy) = reroute(&url, &proxy.addr, 5672);
     let channel = unique("wf");
     let key = format!("logs.{channel}");
     let spec = format!("{through_proxy}#{}/{key}={channel}", publisher.exchange);

@@ -157,7 +157,9 @@ impl ConfigFile {
                 continue;
             }
             for value in &setting.values {
-                if let Err(message) = validate(arg, value) {
+                let checked = validate(arg, value)
+                    .and_then(|()| super::check_spec(&setting.key.replace('-', "_"), value));
+                if let Err(message) = checked {
                     problems.push(self.problem(&setting.value_span, &setting.key, message));
                 }
             }
@@ -346,6 +348,8 @@ mod tests {
         echo_endpoint: bool,
         #[arg(long = "allow-origin", value_delimiter = ',')]
         allow_origins: Vec<String>,
+        #[arg(long = "mongo-resource")]
+        mongo_resources: Vec<String>,
     }
 
     fn serve() -> Command {
@@ -377,6 +381,17 @@ mod tests {
         let s = parse(&file, &["--max-message-bytes", "7"]);
         assert_eq!(s.max_message_bytes, 7);
         assert_eq!(s.listen.to_string(), "0.0.0.0:8080");
+    }
+
+    #[test]
+    fn specs_with_passwords_are_checked_without_showing_them() {
+        let text = "mongo_resource = [\"todos=mongodb://u:pw@h/#app/todos\", \"x=mongodb://u:pw@h/#app\"]\n";
+        let file = ConfigFile::parse("t.toml", text).unwrap();
+        let problems: Vec<String> = file.check(&serve()).iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            problems,
+            ["t.toml:1:18: key `mongo_resource`: --mongo-resource x=mongodb://u:***@h/#app: expected RESOURCE=mongodb://HOST:PORT/?OPTIONS#DATABASE/COLLECTION"]
+        );
     }
 
     #[test]

@@ -28,17 +28,24 @@
 //!   after a connection has stayed up for 30 s. The server serves everything else
 //!   meanwhile. `tether_source_connected{topic}` is 1 while consuming.
 //!
+//! The same connections also carry the changes an application announces for its
+//! MongoDB-backed resources (`--mongo-changes`, see [`super::mongo_changes`]). Those
+//! differ where records need it: their queue is durable and outlives the nodes, so
+//! announcements made while no node runs wait for one, and each message is
+//! acknowledged only after its change is logged (at least once; a repeated change is
+//! harmless).
+//!
 //! Not in this build: `amqps://` (TLS).
 
 use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Connection, ConnectionProperties};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
-use tether_core::{Epoch, Error, Result};
+use tether_core::{Epoch, Error, ErrorCode, ResourceName, Result};
 use tether_engine::Engine;
 use tokio::task::JoinHandle;
 
@@ -51,27 +58,62 @@ const STABLE_AFTER: Duration = Duration::from_secs(30);
 /// Closing a connection on the way to a retry may hang on a dead socket; give up then.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// One `--source amqp://...#exchange/key=topic`.
+/// One `--source amqp://...#exchange/key=topic` or
+/// `--mongo-changes resource=amqp://...#exchange/key`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AmqpSource {
     /// The broker URL, password included (never logged: see [`redact`]).
     pub url: String,
     pub exchange: String,
     pub routing_key: String,
-    pub topic: String,
+    pub target: Target,
+}
+
+/// Where a source's messages go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Relayed to topic subscribers, not stored.
+    Topic(String),
+    /// Changes the owning application announces for a MongoDB-backed resource.
+    Changes(ResourceName),
 }
 
 impl AmqpSource {
+    /// Parses a `--source` spec: `amqp://HOST/VHOST#EXCHANGE/ROUTING.KEY=TOPIC`.
     pub fn parse(spec: &str) -> Result<AmqpSource> {
         let bad = |why: &str| Error::bad_request(format!("--source {}: {why}", redact(spec)));
         let form = "expected amqp://HOST/VHOST#EXCHANGE/ROUTING.KEY=TOPIC";
+        let Some((binding, topic)) = spec.rsplit_once('=') else {
+            return Err(bad(form));
+        };
+        tether_engine::check_topic(topic).map_err(|e| bad(&e.message))?;
+        AmqpSource::bind(binding, Target::Topic(topic.to_owned()), &bad, form)
+    }
+
+    /// Parses a `--mongo-changes` spec: `RESOURCE=amqp://HOST/VHOST#EXCHANGE/ROUTING.KEY`.
+    pub fn parse_changes(spec: &str) -> Result<AmqpSource> {
+        let bad = |why: &str| {
+            Error::bad_request(format!("--mongo-changes {}: {why}", redact_after_eq(spec)))
+        };
+        let form = "expected RESOURCE=amqp://HOST/VHOST#EXCHANGE/ROUTING.KEY";
+        let Some((resource, binding)) = spec.split_once('=') else {
+            return Err(bad(form));
+        };
+        let resource = ResourceName::parse(resource).map_err(|e| bad(&e.message))?;
+        AmqpSource::bind(binding, Target::Changes(resource), &bad, form)
+    }
+
+    /// The `URL#EXCHANGE/ROUTING.KEY` part both specs share.
+    fn bind(
+        spec: &str,
+        target: Target,
+        bad: &dyn Fn(&str) -> Error,
+        form: &str,
+    ) -> Result<AmqpSource> {
         if spec.starts_with("amqps://") {
             return Err(bad("amqps:// (TLS) is not in this build; use amqp://"));
         }
         let Some((url, binding)) = spec.split_once('#') else {
-            return Err(bad(form));
-        };
-        let Some((binding, topic)) = binding.rsplit_once('=') else {
             return Err(bad(form));
         };
         let Some((exchange, routing_key)) = binding.split_once('/') else {
@@ -85,14 +127,21 @@ impl AmqpSource {
         if exchange.len() > 255 || routing_key.len() > 255 {
             return Err(bad("exchange names and routing keys are at most 255 bytes"));
         }
-        tether_engine::check_topic(topic).map_err(|e| bad(&e.message))?;
         lapin::uri::AMQPUri::from_str(url).map_err(|e| bad(&format!("not an AMQP URL ({e})")))?;
         Ok(AmqpSource {
             url: url.to_owned(),
             exchange: exchange.to_owned(),
             routing_key: routing_key.to_owned(),
-            topic: topic.to_owned(),
+            target,
         })
+    }
+
+    /// The topic, or `mongo-changes:RESOURCE`: for queue names, metrics and logs.
+    pub fn label(&self) -> String {
+        match &self.target {
+            Target::Topic(topic) => topic.clone(),
+            Target::Changes(resource) => format!("mongo-changes:{resource}"),
+        }
     }
 
     /// The queue every node of this store shares for this source. The same on every
@@ -100,7 +149,10 @@ impl AmqpSource {
     fn queue_name(&self, epoch: &Epoch) -> String {
         let name = format!(
             "tether.{}.{}.{}.{}",
-            epoch.0, self.topic, self.exchange, self.routing_key
+            epoch.0,
+            self.label(),
+            self.exchange,
+            self.routing_key
         );
         if name.len() <= 255 {
             return name;
@@ -130,6 +182,14 @@ pub fn redact(spec: &str) -> String {
             None => spec.to_owned(),
         },
         None => spec.to_owned(),
+    }
+}
+
+/// [`redact`] for `NAME=URL...`.
+fn redact_after_eq(spec: &str) -> String {
+    match spec.split_once('=') {
+        Some((name, rest)) => format!("{name}={}", redact(rest)),
+        None => redact(spec),
     }
 }
 
@@ -169,7 +229,7 @@ async fn run(sources: Vec<AmqpSource>, engine: Engine) {
         let started = Instant::now();
         let why = consume(&sources, &engine).await;
         for source in &sources {
-            metrics::gauge!("tether_source_connected", "topic" => source.topic.clone()).set(0.0);
+            metrics::gauge!("tether_source_connected", "topic" => source.label()).set(0.0);
         }
         if started.elapsed() >= STABLE_AFTER {
             delay = BACKOFF_START;
@@ -206,8 +266,12 @@ async fn relay(connection: &Connection, sources: &[AmqpSource], engine: &Engine)
         let queue = source.queue_name(engine.epoch());
         let mut arguments = FieldTable::default();
         arguments.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+        // Announced changes wait in a durable queue while no node consumes; topic
+        // lines are not kept (see the module doc).
+        let keep = matches!(source.target, Target::Changes(_));
         let declare = QueueDeclareOptions {
-            auto_delete: true,
+            auto_delete: !keep,
+            durable: keep,
             ..QueueDeclareOptions::default()
         };
         if let Err(e) = channel
@@ -232,7 +296,7 @@ async fn relay(connection: &Connection, sources: &[AmqpSource], engine: &Engine)
             );
         }
         let consume = BasicConsumeOptions {
-            no_ack: true,
+            no_ack: !keep,
             ..BasicConsumeOptions::default()
         };
         match channel
@@ -247,12 +311,12 @@ async fn relay(connection: &Connection, sources: &[AmqpSource], engine: &Engine)
             Ok(consumer) => streams.push(consumer.map(move |delivery| (i, delivery))),
             Err(e) => return format!("cannot consume from queue {queue}: {e}"),
         }
-        metrics::gauge!("tether_source_connected", "topic" => source.topic.clone()).set(1.0);
+        metrics::gauge!("tether_source_connected", "topic" => source.label()).set(1.0);
         tracing::info!(
             broker = %redact(&source.url),
             exchange = %source.exchange,
             key = %source.routing_key,
-            topic = %source.topic,
+            topic = %source.label(),
             "RabbitMQ source bound"
         );
     }
@@ -263,10 +327,27 @@ async fn relay(connection: &Connection, sources: &[AmqpSource], engine: &Engine)
             Ok(d) => d,
             Err(e) => return format!("the connection failed: {e}"),
         };
-        let topic = &sources[i].topic;
-        metrics::counter!("tether_source_messages_total", "topic" => topic.clone()).increment(1);
-        if let Err(e) = engine.publish(topic, payload(&delivery.data)).await {
-            tracing::warn!(%topic, error = %e, "could not relay a RabbitMQ message");
+        metrics::counter!("tether_source_messages_total", "topic" => sources[i].label())
+            .increment(1);
+        match &sources[i].target {
+            Target::Topic(topic) => {
+                if let Err(e) = engine.publish(topic, payload(&delivery.data)).await {
+                    tracing::warn!(%topic, error = %e, "could not relay a RabbitMQ message");
+                }
+            }
+            Target::Changes(resource) => {
+                match super::mongo_changes::log(engine, resource, &delivery.data).await {
+                    // Unacknowledged, the message comes back after the reconnect.
+                    Err(e) if e.code == ErrorCode::Unavailable => {
+                        return format!("could not log a change to {resource}: {e}")
+                    }
+                    Err(e) => tracing::warn!(%resource, error = %e, "dropping an announced change"),
+                    Ok(()) => {}
+                }
+                if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+                    return format!("the connection failed: {e}");
+                }
+            }
         }
     }
     "the broker closed the connection".into()
@@ -284,12 +365,8 @@ mod tests {
                 .unwrap();
         assert_eq!(s.url, "amqp://guest:pw@127.0.0.1:5672/%2f");
         assert_eq!(
-            (
-                s.exchange.as_str(),
-                s.routing_key.as_str(),
-                s.topic.as_str()
-            ),
-            ("workflows", "logs.42.#", "workflow-42")
+            (s.exchange.as_str(), s.routing_key.as_str(), s.label()),
+            ("workflows", "logs.42.#", "workflow-42".to_owned())
         );
         for bad in [
             "amqp://guest:pw@h/%2f",
@@ -302,6 +379,28 @@ mod tests {
             let e = AmqpSource::parse(bad).unwrap_err();
             assert!(!e.message.contains("pw"), "{}", e.message);
             assert!(e.message.starts_with("--source amqp"), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn change_specs() {
+        let s = AmqpSource::parse_changes("todos=amqp://guest:pw@h:5672/%2f#app/todos.*").unwrap();
+        assert_eq!(s.url, "amqp://guest:pw@h:5672/%2f");
+        assert_eq!(
+            (s.exchange.as_str(), s.routing_key.as_str()),
+            ("app", "todos.*")
+        );
+        assert_eq!(s.label(), "mongo-changes:todos");
+        for bad in [
+            "amqp://guest:pw@h/%2f#app/k",
+            "bad name=amqp://guest:pw@h/%2f#app/k",
+            "todos=amqp://guest:pw@h/%2f",
+            "todos=amqp://guest:pw@h/%2f#app",
+            "todos=amqps://guest:pw@h/%2f#app/k",
+        ] {
+            let e = AmqpSource::parse_changes(bad).unwrap_err();
+            assert!(!e.message.contains("pw"), "{}", e.message);
+            assert!(e.message.starts_with("--mongo-changes "), "{}", e.message);
         }
     }
 

@@ -2,6 +2,9 @@
 //! real WebSocket client.
 #![allow(dead_code)]
 
+pub mod amqp;
+pub mod proxy;
+
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use std::time::Duration;
@@ -11,6 +14,28 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The URL of a shared service from the environment variable `var`; `None`, with a
+/// notice naming the skipped `tests`, when it is unset (the test then passes unrun).
+pub fn service(var: &str, tests: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            eprintln!("{var} is not set: skipping the {tests}");
+            None
+        }
+    }
+}
+
+/// A name no other run shares (process id and clock), for exchanges and databases on
+/// shared services.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}-{}-{nanos:x}", std::process::id())
+}
 
 pub struct TestServer {
     pub server: Server,
