@@ -22,16 +22,14 @@ pub async fn run(args: DeleteArgs) -> ExitCode {
 }
 
 async fn delete(args: DeleteArgs) -> Result<(), String> {
-    let base = http::base_url(&args.url)?;
-    let url = format!(
-        "{base}/api/{}/{}",
-        http::segment(&args.resource),
-        http::segment(&args.id)
-    );
-    let mut request = http::client()?.delete(url);
-    if let Some(version) = args.if_version {
-        request = request.header("If-Match", version.to_string());
-    }
-    http::print_json(&http::send(args.token.apply(request)).await?);
-    Ok(())
+    http::write_record(
+        reqwest::Method::DELETE,
+        &args.url,
+        &args.resource,
+        &args.id,
+        || Ok(None),
+        args.if_version,
+        &args.token,
+    )
+    .await
 }

@@ -31,6 +31,33 @@ impl Token {
     }
 }
 
+/// A write to one record (`put`, `patch`, `delete`): `method` on
+/// `/api/<resource>/<id>` with an optional JSON body and `If-Match: <version>`; prints
+/// the server's answer. The body is read only once the URL is known to be good, so a
+/// mistyped URL is reported without waiting on stdin.
+pub async fn write_record(
+    method: reqwest::Method,
+    url: &str,
+    resource: &str,
+    id: &str,
+    body: impl FnOnce() -> Result<Option<Value>, String>,
+    if_version: Option<u64>,
+    token: &Token,
+) -> Result<(), String> {
+    let base = base_url(url)?;
+    let body = body()?;
+    let url = format!("{base}/api/{}/{}", segment(resource), segment(id));
+    let mut request = client()?.request(method, url);
+    if let Some(body) = &body {
+        request = request.json(body);
+    }
+    if let Some(version) = if_version {
+        request = request.header("If-Match", version.to_string());
+    }
+    print_json(&send(token.apply(request)).await?);
+    Ok(())
+}
+
 /// `http://host:port` from `http://host:port[/...]`, `ws://host:port/ws` or `host:port`.
 pub fn base_url(url: &str) -> Result<String, String> {
     let url = url.trim();

@@ -25,17 +25,14 @@ pub async fn run(args: PatchArgs) -> ExitCode {
 }
 
 async fn patch(args: PatchArgs) -> Result<(), String> {
-    let base = http::base_url(&args.url)?;
-    let data = http::object_arg(args.json.as_deref())?;
-    let url = format!(
-        "{base}/api/{}/{}",
-        http::segment(&args.resource),
-        http::segment(&args.id)
-    );
-    let mut request = http::client()?.patch(url).json(&data);
-    if let Some(version) = args.if_version {
-        request = request.header("If-Match", version.to_string());
-    }
-    http::print_json(&http::send(args.token.apply(request)).await?);
-    Ok(())
+    http::write_record(
+        reqwest::Method::PATCH,
+        &args.url,
+        &args.resource,
+        &args.id,
+        || http::object_arg(args.json.as_deref()).map(Some),
+        args.if_version,
+        &args.token,
+    )
+    .await
 }
