@@ -404,23 +404,24 @@ impl Session {
         // Checked writes read before they write, so only unchecked ones pipeline.
         let pipeline = self.engine.access().is_open();
         for request in requests {
-            match request {
+            let request = match request {
                 Ok(Request {
                     tag,
                     op: Op::Write(write),
-                }) if pipeline && verdict != Verdict::Refuse => self.begin_write(tag, write).await,
+                }) if pipeline && verdict != Verdict::Refuse => {
+                    self.begin_write(tag, write).await;
+                    continue;
+                }
+                other => other,
+            };
+            // Everything else is answered after the writes before it.
+            self.finish_writes().await;
+            match request {
                 Ok(Request { tag, .. }) if verdict == Verdict::Refuse => {
-                    self.finish_writes().await;
                     self.reject(tag, self.rate_error());
                 }
-                Ok(Request { tag, op }) => {
-                    self.finish_writes().await;
-                    self.execute(tag, op).await
-                }
-                Err(Rejected { tag, error }) => {
-                    self.finish_writes().await;
-                    self.reject(tag, error)
-                }
+                Ok(Request { tag, op }) => self.execute(tag, op).await,
+                Err(Rejected { tag, error }) => self.reject(tag, error),
             }
         }
         Flow::Continue
