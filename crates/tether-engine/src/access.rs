@@ -91,13 +91,13 @@ struct Rules {
     rooms: Option<Rule>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 struct ResourceRules {
     read: Option<Rule>,
     write: Option<Rule>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 struct TopicRules {
     subscribe: Option<Rule>,
     publish: Option<Rule>,
@@ -157,22 +157,24 @@ impl Access {
     /// reload uses it to find the subscriptions whose pushes were filtered by a rule
     /// that no longer holds.
     pub fn read_rule_differs(&self, other: &Access, resource: &str) -> bool {
-        let read = |a: &Access| {
-            a.rules
-                .as_ref()
-                .map(|r| pick(&r.resources, resource).and_then(|r| r.read.clone()))
-        };
-        read(self) != read(other)
+        self.read_rule(resource) != other.read_rule(resource)
     }
 
     /// Whether who may subscribe to `topic` could differ between the two policies.
     pub fn subscribe_rule_differs(&self, other: &Access, topic: &str) -> bool {
-        let subscribe = |a: &Access| {
-            a.rules
-                .as_ref()
-                .map(|r| pick(&r.topics, topic).and_then(|t| t.subscribe.clone()))
-        };
-        subscribe(self) != subscribe(other)
+        self.subscribe_rule(topic) != other.subscribe_rule(topic)
+    }
+
+    /// The read rule for `resource`: `None` when open, `Some(None)` when none applies.
+    fn read_rule(&self, resource: &str) -> Option<Option<&Rule>> {
+        let rules = self.rules.as_ref()?;
+        Some(pick(&rules.resources, resource).and_then(|r| r.read.as_ref()))
+    }
+
+    /// The subscribe rule for `topic`, in the same form as [`Access::read_rule`].
+    fn subscribe_rule(&self, topic: &str) -> Option<Option<&Rule>> {
+        let rules = self.rules.as_ref()?;
+        Some(pick(&rules.topics, topic).and_then(|t| t.subscribe.as_ref()))
     }
 
     fn resource_rules(&self, resource: &ResourceName) -> Option<&ResourceRules> {
