@@ -49,6 +49,14 @@ impl Identity {
         Identity::default()
     }
 
+    /// The one anonymous identity every anonymous connection shares, so an open
+    /// server's idle connections do not each hold a copy of nobody.
+    pub fn shared_anonymous() -> Arc<Identity> {
+        static ANONYMOUS: std::sync::LazyLock<Arc<Identity>> =
+            std::sync::LazyLock::new(|| Arc::new(Identity::anonymous()));
+        ANONYMOUS.clone()
+    }
+
     /// An identity from verified claims.
     pub fn from_claims(claims: Data) -> Identity {
         let subject = claims.get("sub").and_then(|s| match s {

@@ -37,9 +37,6 @@ pub struct Outbox {
     max_bytes: usize,
     state: Mutex<State>,
     notify: Notify,
-    /// Wakes whoever waits in [`Outbox::overflowed`]: the writer may be stuck in a
-    /// socket write to a client that does not read.
-    overflow: Notify,
 }
 
 #[derive(Debug, Default)]
@@ -85,7 +82,6 @@ impl Outbox {
             max_bytes,
             state: Mutex::new(State::default()),
             notify: Notify::new(),
-            overflow: Notify::new(),
         })
     }
 
@@ -133,27 +129,51 @@ impl Outbox {
     pub async fn next_batch(&self, into: &mut Vec<Outbound>) -> Result<(), Closed> {
         loop {
             let notified = self.notify.notified();
-            {
-                let mut state = self.lock();
-                if let Some(why @ (Closed::SlowConsumer | Closed::AccessChanged)) = state.closed {
-                    return Err(why);
-                }
-                if !state.queue.is_empty() {
-                    // Taken rather than drained: an idle connection then keeps no queue
-                    // buffer (a few hundred bytes, times every connection), and the
-                    // hub waits on this lock for a swap, not for the copy.
-                    let queue = std::mem::take(&mut state.queue);
-                    state.bytes = 0;
-                    drop(state);
-                    into.extend(queue.into_iter().map(|(m, _)| m));
-                    return Ok(());
-                }
-                if let Some(closed) = state.closed {
-                    return Err(closed);
-                }
+            if let Some(batch) = self.try_take()? {
+                into.extend(batch);
+                return Ok(());
             }
             notified.await;
         }
+    }
+
+    /// Takes everything queued without waiting: `Ok(None)` when nothing is. `Err` once
+    /// the outbox is closed, as for [`Outbox::next_batch`]. The queue is handed over
+    /// whole, so a connection keeps no queue buffer between batches.
+    pub fn try_take(&self) -> Result<Option<impl Iterator<Item = Outbound>>, Closed> {
+        let mut state = self.lock();
+        if let Some(why @ (Closed::SlowConsumer | Closed::AccessChanged)) = state.closed {
+            return Err(why);
+        }
+        if !state.queue.is_empty() {
+            // Taken rather than drained: an idle connection then keeps no queue buffer
+            // (a few hundred bytes, times every connection), and the hub waits on this
+            // lock for a swap, not for a copy.
+            let queue = std::mem::take(&mut state.queue);
+            state.bytes = 0;
+            return Ok(Some(queue.into_iter().map(|(m, _)| m)));
+        }
+        match state.closed {
+            Some(closed) => Err(closed),
+            None => Ok(None),
+        }
+    }
+
+    /// Why the outbox stopped, if it stopped for a reason that drops what is queued
+    /// (a slow consumer, changed access rules).
+    pub fn closing(&self) -> Option<Closed> {
+        self.lock().closed.filter(|c| *c != Closed::Gone)
+    }
+
+    /// Resolves after something was queued or the outbox closed since the last call
+    /// (a wake-up may find nothing new: take with [`Outbox::try_take`]).
+    pub async fn changed(&self) {
+        self.notify.notified().await
+    }
+
+    /// The bound on queued bytes past which the connection counts as a slow consumer.
+    pub fn byte_limit(&self) -> usize {
+        self.max_bytes
     }
 
     /// Bytes waiting to be written.
@@ -203,7 +223,7 @@ impl Outbox {
         self.lock()
             .identity
             .clone()
-            .unwrap_or_else(|| Arc::new(Identity::anonymous()))
+            .unwrap_or_else(Identity::shared_anonymous)
     }
 }
 
@@ -273,23 +293,5 @@ impl Outbox {
 
     fn wake(&self) {
         self.notify.notify_one();
-        if self.lock().closed == Some(Closed::SlowConsumer) {
-            self.overflow.notify_waiters();
-        }
-    }
-
-    /// Resolves once the outbox has overflowed (the client is a slow consumer).
-    pub async fn overflowed(&self) {
-        loop {
-            let notified = self.overflow.notified();
-            tokio::pin!(notified);
-            // Register before checking, so a wake between the check and the await is
-            // not lost (notify_waiters keeps no permit).
-            notified.as_mut().enable();
-            if self.lock().closed == Some(Closed::SlowConsumer) {
-                return;
-            }
-            notified.await;
-        }
     }
 }

@@ -32,18 +32,15 @@ pub const ACCESS_CHANGED: u16 = 1012;
 /// and resume.
 pub const AUTH_EXPIRED: u16 = 4001;
 
-/// The close code for an error reading a WebSocket: the transport cannot go on, and
-/// the code tells the client why (RFC 6455 section 7.4.1).
-pub fn for_read_error(error: axum::Error) -> u16 {
+/// The close code for a WebSocket error: the transport cannot go on, and the code
+/// tells the client why (RFC 6455 section 7.4.1).
+pub fn for_websocket_error(error: &tungstenite::Error) -> u16 {
     use tungstenite::Error;
-    match error.into_inner().downcast::<Error>() {
-        Ok(e) => match *e {
-            Error::Capacity(_) => TOO_BIG,
-            Error::Utf8(_) => INVALID_DATA,
-            Error::Protocol(_) | Error::AttackAttempt => PROTOCOL_ERROR,
-            _ => INTERNAL,
-        },
-        Err(_) => INTERNAL,
+    match error {
+        Error::Capacity(_) => TOO_BIG,
+        Error::Utf8(_) => INVALID_DATA,
+        Error::Protocol(_) | Error::AttackAttempt => PROTOCOL_ERROR,
+        _ => INTERNAL,
     }
 }
 

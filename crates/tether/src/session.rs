@@ -1,20 +1,27 @@
-//! One session per connection: identity, the codec, request handling, and the writer.
+//! One session per connection: identity, the codec, request handling, and delivery.
 //!
-//! The reader half decodes each frame with the dialect's codec and executes the ops in
-//! order, queuing replies in the connection's outbox. Writes are pipelined: each is
-//! handed to the committer as it arrives and answered when durable, so a client that
-//! sends many writes without waiting shares group commits instead of paying one fsync
-//! per write; replies still go out in request order, and any other request waits for
-//! the writes before it (a `get` after a `put` sees the put). The writer half drains that one
-//! outbox (replies and pushes alike), encodes with the same codec, stamps the message
-//! number and writes a batch of frames per wake-up. When one half ends, the other does.
+//! One task runs a connection. Each turn of its loop moves whatever the outbox holds
+//! (replies and pushes alike, in order) into the socket, encoded with the dialect's
+//! codec and stamped with message numbers, then waits for whichever comes first: a
+//! frame from the client, more in the outbox, a write becoming durable, a timer (ping,
+//! idle, token expiry) or shutdown. Reading a frame also writes what the socket will
+//! take, so a slow client's backlog drains as it reads. An idle connection is one
+//! parked task and no buffers (see [`crate::transport::websocket`]).
+//!
+//! Writes are pipelined: each is handed to the committer as it arrives and answered
+//! when durable, so a client that sends many writes without waiting shares group
+//! commits instead of paying one fsync per write; replies still go out in request
+//! order, and any other request waits for the writes before it (a `get` after a `put`
+//! sees the put).
 
 use crate::close_codes;
 use crate::transport::rate::{RateLimit, Verdict};
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures_util::{SinkExt, StreamExt};
+use crate::transport::upgrade::Stream;
+use crate::transport::websocket::WebSocket;
+use futures_util::FutureExt;
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tether_core::event::Reply;
 use tether_core::{
@@ -24,6 +31,10 @@ use tether_core::{
 use tether_dialects::{Codec, MsgNo, Rejected, Request};
 use tether_engine::{Closed, Committing, Engine, Identity, Outbox};
 use tokio::sync::watch;
+use tungstenite::Message;
+
+/// A client's WebSocket, as the transport hands it over.
+pub type Socket = WebSocket<Stream>;
 
 /// Replies kept per connection for `retry` confirmations (seed 001): the last 64, and
 /// no more than 1 MiB of them, so a client repeating large queries cannot pin memory.
@@ -33,8 +44,15 @@ const KEPT_REPLY_BYTES: usize = 1 << 20;
 /// Writes one connection may have in flight before the next waits for the oldest.
 const MAX_WRITES_IN_FLIGHT: usize = 64;
 
-/// How long a connection the server closes waits for the client's close reply.
+/// How long a connection the server closes waits for the client's close reply...
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// ...and then for the socket to take the last bytes.
+const FINAL_FLUSH: Duration = Duration::from_secs(1);
+
+/// Encoded bytes the socket may hold unwritten before the session stops taking from
+/// the outbox. Past it, messages wait in the outbox, whose byte bound is what
+/// declares a client that does not read a slow consumer.
+const SOCKET_HIGH_WATER: usize = 64 * 1024;
 
 /// Per-connection limits the transport enforces.
 #[derive(Debug, Clone, Copy)]
@@ -45,21 +63,24 @@ pub struct Limits {
     /// [`crate::transport::rate`].
     pub max_messages_per_sec: u32,
     pub message_burst: u32,
-    /// The writer pings the client this often...
+    /// The session pings the client this often...
     pub ping_interval: Duration,
-    /// ...and the reader closes the connection (4000) after this long without any
-    /// frame from the client, pongs included.
+    /// ...and closes the connection (4000) after this long without any frame from the
+    /// client, pongs included.
     pub idle_timeout: Duration,
 }
-
-type SharedCodec = Arc<Mutex<Box<dyn Codec>>>;
 
 pub struct Session {
     id: Arc<str>,
     engine: Engine,
     outbox: Arc<Outbox>,
-    codec: SharedCodec,
-    limits: Limits,
+    socket: Socket,
+    codec: Box<dyn Codec>,
+    /// The number of the next message to the client, for dialects that count them.
+    msg: MsgNo,
+    dialect: &'static str,
+    /// A text message larger than this gets a `too_large` error.
+    max_message_bytes: usize,
     /// Each kept reply with its approximate size, oldest first; `kept_bytes` is the sum.
     kept: VecDeque<(Tag, Outbound, usize)>,
     kept_bytes: usize,
@@ -77,50 +98,86 @@ struct InFlight {
     commit: Committing,
 }
 
-/// Whether the reader goes on after a frame.
+/// Whether the session goes on after a frame.
 enum Flow {
     Continue,
     Close(u16),
 }
 
-fn lock(codec: &SharedCodec) -> std::sync::MutexGuard<'_, Box<dyn Codec>> {
-    codec.lock().unwrap_or_else(|p| p.into_inner())
+/// When the session next has something to do on its own: ping the client, give up on
+/// a silent one, or end a connection whose token ran out. One timer serves all three.
+struct Timers {
+    ping_every: Duration,
+    next_ping: Instant,
+    idle_after: Duration,
+    /// The last frame from the client; the idle timer is only re-armed when it fires,
+    /// not per frame, so a busy connection costs nothing here.
+    last_seen: Instant,
+    expires: Instant,
+}
+
+impl Timers {
+    fn new(limits: &Limits, token_lifetime: Duration) -> Timers {
+        let now = Instant::now();
+        let ping_every = forever_if_zero(limits.ping_interval);
+        Timers {
+            ping_every,
+            next_ping: now + ping_every,
+            idle_after: forever_if_zero(limits.idle_timeout),
+            last_seen: now,
+            expires: now + token_lifetime,
+        }
+    }
+
+    fn next_wake(&self) -> tokio::time::Instant {
+        let at = self
+            .next_ping
+            .min(self.last_seen + self.idle_after)
+            .min(self.expires);
+        at.into()
+    }
 }
 
 /// Runs a connection to its end. `shutdown` turning true closes it with 1001.
-pub async fn run(
-    socket: WebSocket,
+pub fn run(
+    socket: Socket,
     engine: Engine,
     codec: Box<dyn Codec>,
     dialect: &'static str,
     limits: Limits,
     shutdown: watch::Receiver<bool>,
-) {
-    let anonymous = Arc::new(Identity::anonymous());
-    run_as(socket, engine, codec, dialect, limits, shutdown, anonymous).await
+) -> impl Future<Output = ()> + Send + 'static {
+    let anonymous = Identity::shared_anonymous();
+    run_as(socket, engine, codec, dialect, limits, shutdown, anonymous)
 }
 
 /// [`run`] for an authenticated caller: every op is checked against `who`'s access,
 /// and the connection closes (4001) when `who`'s token expires.
-pub async fn run_as(
-    socket: WebSocket,
+///
+/// The session is set up here, outside the future: the future's size is what every
+/// idle connection pays for, and an async fn would keep its arguments beside the
+/// session built from them.
+pub fn run_as(
+    socket: Socket,
     engine: Engine,
     codec: Box<dyn Codec>,
     dialect: &'static str,
     limits: Limits,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     who: Arc<Identity>,
-) {
+) -> impl Future<Output = ()> + Send + 'static {
     let outbox = engine.new_outbox();
     outbox.set_identity(who.clone());
-    let expiry = token_expiry(&who);
-    let codec: SharedCodec = Arc::new(Mutex::new(codec));
-    let mut session = Session {
+    let timers = Timers::new(&limits, token_expiry(&who));
+    let session = Session {
         id: format!("c-{}", RecordId::generate()).into(),
         engine: engine.clone(),
         outbox: outbox.clone(),
-        codec: codec.clone(),
-        limits,
+        socket,
+        codec,
+        msg: MsgNo::default(),
+        dialect,
+        max_message_bytes: limits.max_message_bytes,
         kept: VecDeque::new(),
         kept_bytes: 0,
         rate: RateLimit::new(
@@ -141,124 +198,162 @@ pub async fn run_as(
         epoch: engine.epoch().clone(),
         position: engine.position(),
     });
+    session.serve(shutdown, timers)
+}
 
-    let (sink, mut stream) = socket.split();
-    let close_code = Arc::new(Mutex::new(close_codes::NORMAL));
-    let mut writer = tokio::spawn(write_loop(
-        sink,
-        outbox.clone(),
-        codec,
-        close_code.clone(),
-        limits.ping_interval,
-        dialect,
-    ));
-    let stop = async move {
-        let _ = shutdown.wait_for(|stop| *stop).await;
-    };
-    tokio::pin!(stop);
-    // Any frame from the client, a pong included, proves it alive. The timer is only
-    // reset when it fires, not per frame, so a busy connection costs nothing here.
-    let mut last_seen = Instant::now();
-    let idle_timeout = forever_if_zero(limits.idle_timeout);
-    let idle = tokio::time::sleep(idle_timeout);
-    tokio::pin!(idle);
-    let expired = tokio::time::sleep(expiry);
-    tokio::pin!(expired);
-    let set_close = |code: u16| *close_code.lock().unwrap_or_else(|p| p.into_inner()) = code;
-    let mut client_closed = false;
+impl Session {
+    /// The connection's loop, then its close.
+    ///
+    /// An async block rather than an async fn: an async fn moves its arguments into
+    /// the future's locals and keeps both copies, and the session is most of what an
+    /// idle connection's future holds.
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
+    fn serve(
+        mut self,
+        mut shutdown: watch::Receiver<bool>,
+        mut timers: Timers,
+    ) -> impl Future<Output = ()> + Send {
+        async move {
+            let session = &mut self;
+            let outbox = session.outbox.clone();
+            let stop = async {
+                let _ = shutdown.wait_for(|stop| *stop).await;
+            };
+            tokio::pin!(stop);
+            let timer = tokio::time::sleep_until(timers.next_wake());
+            tokio::pin!(timer);
+            let mut client_closed = false;
 
-    loop {
-        // Biased: shutdown first so a flooding client cannot delay it, and frames
-        // before the idle timer so one that waited behind a slow request counts.
-        tokio::select! {
-            biased;
-            _ = &mut stop => {
-                set_close(close_codes::GOING_AWAY);
-                break;
-            }
-            _ = &mut writer => break,
-            _ = &mut expired => {
-                set_close(close_codes::AUTH_EXPIRED);
-                break;
-            }
-            // Before new frames: answering is what lets a pipelining client go on.
-            written = session.next_written(), if !session.in_flight.is_empty() => {
-                session.answer_write(written);
-            }
-            frame = stream.next() => {
-                last_seen = Instant::now();
-                let flow = match frame {
-                    Some(Ok(Message::Text(text))) => {
-                        metrics::counter!("tether_messages_in_total", "dialect" => dialect).increment(1);
-                        metrics::counter!("tether_bytes_in_total", "dialect" => dialect).increment(text.len() as u64);
-                        // Boxed: awaited inline, the handling future (a subscribe's
-                        // snapshot read, a write's commit) would be part of every
-                        // idle connection's state; boxed it is allocated per message.
-                        Box::pin(session.handle_text(text.as_str())).await
+            let code = loop {
+                // What the outbox holds goes to the socket first, unless the socket is backed
+                // up: then it waits in the outbox, which counts it against its bound.
+                if session.socket.unwritten() < SOCKET_HIGH_WATER {
+                    match outbox.try_take() {
+                        Ok(Some(batch)) => session.send(batch),
+                        Ok(None) => {}
+                        Err(why) => break closed_code(why),
                     }
-                    Some(Ok(Message::Binary(_))) => {
-                        session.finish_writes().await;
-                        session.handle_binary()
-                    }
-                    Some(Ok(Message::Ping(_))) => session.handle_ping(),
-                    Some(Ok(Message::Pong(_))) => Flow::Continue,
-                    Some(Ok(Message::Close(_))) | None => {
-                        client_closed = true;
-                        break;
-                    }
-                    Some(Err(e)) => {
-                        // A broken frame or one past the hard limit: the transport
-                        // cannot go on, so close with the code that says why.
-                        tracing::debug!(session = %session.id, error = %e, "websocket error");
-                        Flow::Close(close_codes::for_read_error(e))
-                    }
-                };
-                if let Flow::Close(code) = flow {
-                    set_close(code);
-                    break;
+                } else if let Some(why) = outbox.closing() {
+                    break closed_code(why);
                 }
-            }
-            _ = &mut idle => {
-                let deadline = last_seen + idle_timeout;
-                if deadline > Instant::now() {
-                    idle.as_mut().reset(deadline.into());
-                    continue;
+                // Biased: shutdown first so a flooding client cannot delay it, and frames
+                // before the timers so one that waited behind a slow request counts.
+                tokio::select! {
+                    biased;
+                    _ = &mut stop => break close_codes::GOING_AWAY,
+                    // Before new frames: answering is what lets a pipelining client go on.
+                    written = next_written(&mut session.in_flight), if !session.in_flight.is_empty() => {
+                        session.answer_write(written);
+                    }
+                    frame = std::future::poll_fn(|cx| session.socket.poll_next(cx, true)) => {
+                        timers.last_seen = Instant::now();
+                        let flow = match frame {
+                            Some(Ok(Message::Text(text))) => {
+                                metrics::counter!("tether_messages_in_total", "dialect" => session.dialect).increment(1);
+                                metrics::counter!("tether_bytes_in_total", "dialect" => session.dialect).increment(text.len() as u64);
+                                // Boxed: awaited inline, the handling future (a subscribe's
+                                // snapshot read, a write's commit) would be part of every
+                                // idle connection's state; boxed it is allocated per message.
+                                Box::pin(session.handle_text(text.as_str())).await
+                            }
+                            Some(Ok(Message::Binary(_))) => {
+                                session.finish_writes().await;
+                                session.handle_binary()
+                            }
+                            Some(Ok(Message::Ping(_))) => session.handle_ping(),
+                            Some(Ok(Message::Pong(_) | Message::Frame(_))) => Flow::Continue,
+                            Some(Ok(Message::Close(_))) | None => {
+                                client_closed = true;
+                                break close_codes::NORMAL;
+                            }
+                            Some(Err(e)) => {
+                                // A broken frame, one past the hard limit, or a failed write:
+                                // the transport cannot go on, so close with the code that
+                                // says why.
+                                tracing::debug!(session = %session.id, error = %e, "websocket error");
+                                Flow::Close(close_codes::for_websocket_error(&e))
+                            }
+                        };
+                        if let Flow::Close(code) = flow {
+                            break code;
+                        }
+                    }
+                    () = outbox.changed() => {}
+                    () = &mut timer => {
+                        let now = Instant::now();
+                        if now >= timers.expires {
+                            break close_codes::AUTH_EXPIRED;
+                        }
+                        if now >= timers.last_seen + timers.idle_after {
+                            metrics::counter!("tether_idle_disconnects_total").increment(1);
+                            break close_codes::IDLE_TIMEOUT;
+                        }
+                        if now >= timers.next_ping {
+                            // The idle timer expects the pong.
+                            let _ = session.socket.send(Message::Ping(Default::default()));
+                            timers.next_ping = now + timers.ping_every;
+                        }
+                        timer.as_mut().reset(timers.next_wake());
+                    }
                 }
-                metrics::counter!("tether_idle_disconnects_total").increment(1);
-                set_close(close_codes::IDLE_TIMEOUT);
-                break;
+            };
+            if code == close_codes::SLOW_CONSUMER {
+                metrics::counter!("tether_slow_consumer_disconnects_total").increment(1);
             }
+            // Boxed: the closing steps' timers would otherwise be part of every idle
+            // connection's future.
+            Box::pin(session.close(code, client_closed)).await;
         }
     }
-    // Writes in flight are committed whatever happens; answer them before the close
-    // frame, so a client told "going away" knows exactly which of its writes landed.
-    session.finish_writes().await;
-    engine.close(&outbox, &session.id);
-    // A close the client did not start: read on, discarding, until its close reply or
-    // the end of the stream, for a bounded time. A socket dropped with unread data in
-    // it is reset, and the reset can destroy the close frame before the client has
-    // read it: a client still sending would never learn why (1001, 4008, ...).
-    let closing = async {
-        if !client_closed {
-            let _ = tokio::time::timeout(CLOSE_GRACE, async {
-                while let Some(Ok(frame)) = stream.next().await {
-                    if let Message::Close(_) = frame {
-                        break;
-                    }
-                }
-            })
-            .await;
+
+    /// Ends the connection: answers the writes in flight, sends what is queued, then
+    /// the close frame (or the reply to the client's), and waits a bounded time for
+    /// the client to finish the handshake.
+    async fn close(&mut self, code: u16, client_closed: bool) {
+        // Writes in flight are committed whatever happens; answer them before the close
+        // frame, so a client told "going away" knows exactly which of its writes landed.
+        self.finish_writes().await;
+        self.engine.close(&self.outbox, &self.id);
+        while let Ok(Some(batch)) = self.outbox.try_take() {
+            self.send(batch);
         }
-    };
-    let finishing = async {
-        if !writer.is_finished() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), &mut writer).await;
-            writer.abort();
+        if client_closed {
+            self.socket.flush_protocol();
+        } else {
+            self.socket.close(code, close_codes::reason(code));
         }
+        // Read on, discarding, until the client's close reply or the end of the stream,
+        // for a bounded time. A socket dropped with unread data in it is reset, and the
+        // reset can destroy the close frame before the client has read it: a client still
+        // sending would never learn why (1001, 4008, ...).
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            while let Some(Ok(_)) = self.socket.next().await {}
+        })
+        .await;
+        let _ = tokio::time::timeout(FINAL_FLUSH, self.socket.flush()).await;
+        let dialect = self.dialect;
+        metrics::gauge!("tether_connections", "dialect" => dialect).decrement(1.0);
+        tracing::debug!(session = %self.id, dialect, "disconnected");
+    }
+}
+
+/// The close code for an outbox that stopped taking messages.
+fn closed_code(why: Closed) -> u16 {
+    match why {
+        Closed::SlowConsumer => close_codes::SLOW_CONSUMER,
+        Closed::AccessChanged => close_codes::ACCESS_CHANGED,
+        Closed::Gone => close_codes::NORMAL,
+    }
+}
+
+/// Waits for the oldest write in flight. Cancel-safe: it stays queued until done.
+async fn next_written(in_flight: &mut VecDeque<InFlight>) -> (InFlight, Result<Reply, Error>) {
+    let Some(oldest) = in_flight.front_mut() else {
+        return std::future::pending().await;
     };
-    tokio::join!(closing, finishing);
-    metrics::gauge!("tether_connections", "dialect" => dialect).decrement(1.0);
-    tracing::debug!(session = %session.id, dialect, "disconnected");
+    let result = (&mut oldest.commit).await.map(Reply::Written);
+    let oldest = in_flight.pop_front().expect("the oldest is still queued");
+    (oldest, result)
 }
 
 /// How long `who`'s token stays valid; "forever" for a token without `exp` (only
@@ -284,115 +379,59 @@ fn forever_if_zero(d: Duration) -> Duration {
     }
 }
 
-async fn write_loop(
-    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
-    outbox: Arc<Outbox>,
-    codec: SharedCodec,
-    close_code: Arc<Mutex<u16>>,
-    ping_interval: Duration,
-    dialect: &'static str,
-) {
-    let mut events = Vec::new();
-    let mut frames = Vec::new();
-    let mut msg = MsgNo::default();
-    let ping_interval = forever_if_zero(ping_interval);
-    let mut ping =
-        tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let (code, reason) = loop {
-        let batch = tokio::select! {
-            batch = outbox.next_batch(&mut events) => batch,
-            _ = ping.tick() => {
-                // The reader's idle timer expects the pong. Guarded like any send: a
-                // client that does not read must not hold the writer.
-                let sent = tokio::select! {
-                    sent = sink.send(Message::Ping(Default::default())) => sent.is_ok(),
-                    _ = outbox.overflowed() => true,
-                };
-                if !sent {
-                    return;
-                }
-                continue;
-            }
-        };
-        match batch {
-            Ok(()) => {
-                {
-                    let mut codec = lock(&codec);
-                    for event in events.drain(..) {
-                        codec.encode(&event, &mut msg, &mut frames);
-                    }
-                }
-                metrics::counter!("tether_messages_out_total", "dialect" => dialect)
-                    .increment(frames.len() as u64);
-                let bytes: usize = frames.iter().map(String::len).sum();
-                metrics::counter!("tether_bytes_out_total", "dialect" => dialect)
-                    .increment(bytes as u64);
-                let send = async {
-                    for frame in frames.drain(..) {
-                        sink.feed(Message::Text(frame.into())).await?;
-                    }
-                    sink.flush().await
-                };
-                // A client that stops reading blocks the socket write; the overflow
-                // of its outbox is what ends the wait.
-                tokio::select! {
-                    sent = send => if sent.is_err() { return },
-                    _ = outbox.overflowed() => {
-                        metrics::counter!("tether_slow_consumer_disconnects_total").increment(1);
-                        break (close_codes::SLOW_CONSUMER, "slow consumer: reconnect and resume");
-                    }
-                }
-            }
-            Err(Closed::SlowConsumer) => {
-                metrics::counter!("tether_slow_consumer_disconnects_total").increment(1);
-                break (
-                    close_codes::SLOW_CONSUMER,
-                    "slow consumer: reconnect and resume",
-                );
-            }
-            Err(Closed::AccessChanged) => {
-                break (
-                    close_codes::ACCESS_CHANGED,
-                    close_codes::reason(close_codes::ACCESS_CHANGED),
-                );
-            }
-            Err(Closed::Gone) => {
-                let code = *close_code.lock().unwrap_or_else(|p| p.into_inner());
-                break (code, close_codes::reason(code));
-            }
-        }
-    };
-    let frame = Message::Close(Some(CloseFrame {
-        code,
-        reason: reason.into(),
-    }));
-    // A client that is not reading may never take the close frame; don't wait forever.
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        // When the client closed first, the WebSocket layer refuses a second close
-        // frame but holds its reply to the client's; closing the sink flushes that,
-        // so the client sees a clean close handshake (not 1006).
-        let _ = sink.send(frame).await;
-        let _ = sink.close().await;
-    })
-    .await;
-}
-
 impl Session {
+    /// Encodes a batch from the outbox into the socket's outgoing buffer.
+    fn send(&mut self, batch: impl Iterator<Item = Outbound>) {
+        let mut frames = Vec::new();
+        for event in batch {
+            self.codec.encode(&event, &mut self.msg, &mut frames);
+        }
+        let dialect = self.dialect;
+        metrics::counter!("tether_messages_out_total", "dialect" => dialect)
+            .increment(frames.len() as u64);
+        let bytes: usize = frames.iter().map(String::len).sum();
+        metrics::counter!("tether_bytes_out_total", "dialect" => dialect).increment(bytes as u64);
+        for frame in &frames {
+            // Refused only after a close frame, when nothing more may be sent.
+            let _ = self.socket.send_text(frame);
+        }
+    }
+
+    /// Between the requests of one message: when they have filled half the outbox,
+    /// move it into the socket (writing what the socket takes now), so a message of
+    /// many requests is not mistaken for a slow consumer. A client that reads nothing
+    /// still is one, once the socket holds more than the outbox's bound.
+    fn spill(&mut self) -> Flow {
+        let limit = self.outbox.byte_limit();
+        if self.outbox.queued_bytes() <= limit / 2 {
+            return Flow::Continue;
+        }
+        match self.outbox.try_take() {
+            Ok(Some(batch)) => self.send(batch),
+            Ok(None) | Err(Closed::Gone) => {}
+            Err(why) => return Flow::Close(closed_code(why)),
+        }
+        let _ = self.socket.flush().now_or_never();
+        if self.socket.unwritten() > limit {
+            return Flow::Close(close_codes::SLOW_CONSUMER);
+        }
+        Flow::Continue
+    }
+
     async fn handle_text(&mut self, text: &str) -> Flow {
         let verdict = self.rate.take(Instant::now());
         if verdict == Verdict::Close {
             metrics::counter!("tether_rate_limit_disconnects_total").increment(1);
             return Flow::Close(close_codes::RATE_LIMITED);
         }
-        if text.len() > self.limits.max_message_bytes {
+        if text.len() > self.max_message_bytes {
             self.finish_writes().await;
             let error = Error::new(
                 ErrorCode::TooLarge,
                 format!(
                     "message is {} bytes; the limit is {}",
                     text.len(),
-                    self.limits.max_message_bytes
+                    self.max_message_bytes
                 ),
             );
             self.reject(Tag::Null, error);
@@ -400,7 +439,7 @@ impl Session {
         }
         // Refused messages are still decoded, so each error carries the request's
         // tag in the dialect's own form, exactly as any other rejected request.
-        let requests = lock(&self.codec).decode(text);
+        let requests = self.codec.decode(text);
         // Checked writes read before they write, so only unchecked ones pipeline.
         let pipeline = self.engine.access().is_open();
         for request in requests {
@@ -423,6 +462,9 @@ impl Session {
                 Ok(Request { tag, op }) => self.execute(tag, op).await,
                 Err(Rejected { tag, error }) => self.reject(tag, error),
             }
+            if let Flow::Close(code) = self.spill() {
+                return Flow::Close(code);
+            }
         }
         Flow::Continue
     }
@@ -430,7 +472,7 @@ impl Session {
     /// Hands a write to the committer without waiting for it to be durable.
     async fn begin_write(&mut self, tag: Tag, write: Write) {
         if self.in_flight.len() >= MAX_WRITES_IN_FLIGHT {
-            let oldest = self.next_written().await;
+            let oldest = next_written(&mut self.in_flight).await;
             self.answer_write(oldest);
         }
         let started = std::time::Instant::now();
@@ -447,19 +489,6 @@ impl Session {
         }
     }
 
-    /// Waits for the oldest write in flight. Cancel-safe: it stays queued until done.
-    async fn next_written(&mut self) -> (InFlight, Result<Reply, Error>) {
-        let Some(oldest) = self.in_flight.front_mut() else {
-            return std::future::pending().await;
-        };
-        let result = (&mut oldest.commit).await.map(Reply::Written);
-        let oldest = self
-            .in_flight
-            .pop_front()
-            .expect("the oldest is still queued");
-        (oldest, result)
-    }
-
     fn answer_write(&mut self, (write, result): (InFlight, Result<Reply, Error>)) {
         metrics::histogram!("tether_write_seconds").record(write.started.elapsed().as_secs_f64());
         self.reply(write.tag, result);
@@ -469,7 +498,7 @@ impl Session {
     /// them and sees them.
     async fn finish_writes(&mut self) {
         while !self.in_flight.is_empty() {
-            let written = self.next_written().await;
+            let written = next_written(&mut self.in_flight).await;
             self.answer_write(written);
         }
     }
@@ -644,7 +673,7 @@ impl Session {
     /// name is replaced, so opening the same record again refreshes it in place.
     #[allow(clippy::too_many_arguments)]
     async fn open(
-        &self,
+        &mut self,
         tag: &Tag,
         resource: ResourceName,
         id: RecordId,
@@ -686,7 +715,7 @@ impl Session {
     /// Joins a presence room, if the access rules let this caller in (a record's room
     /// needs read access to the record). With auth on, a caller appears under its
     /// token's subject: naming another user is refused, so presence cannot be forged.
-    async fn join(&self, room: &str, user: Option<String>) -> Result<Reply, Error> {
+    async fn join(&mut self, room: &str, user: Option<String>) -> Result<Reply, Error> {
         self.engine.check_join(&self.who, room).await?;
         let user = match (&self.who.subject, user) {
             (_, user) if self.engine.access().is_open() => user,

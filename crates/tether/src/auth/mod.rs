@@ -91,7 +91,7 @@ impl Auth {
             // Basic auth) must not turn the open server away.
             let found = find_token(headers, query).ok().flatten();
             return Ok(Authenticated {
-                identity: Arc::new(Identity::anonymous()),
+                identity: Identity::shared_anonymous(),
                 protocol: found.and_then(|f| f.protocol),
             });
         }
@@ -100,7 +100,12 @@ impl Auth {
         let identity = match (found, &self.verifier) {
             (Some(found), Some(v)) => v.verify(&found.token)?,
             (Some(_), None) => return Err(unauthorized("this server accepts no tokens")),
-            (None, _) if self.anonymous => Identity::anonymous(),
+            (None, _) if self.anonymous => {
+                return Ok(Authenticated {
+                    identity: Identity::shared_anonymous(),
+                    protocol,
+                })
+            }
             (None, _) => {
                 return Err(unauthorized(
                     "a bearer token is required: send `Authorization: Bearer <token>`, the WebSocket subprotocols [\"bearer\", <token>], or ?token=<token>",

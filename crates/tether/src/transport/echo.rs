@@ -14,18 +14,20 @@
 
 use crate::close_codes;
 use crate::server::AppState;
-use crate::session;
+use crate::session::{self, Socket};
 use crate::transport::accept::ConnSlot;
-use crate::transport::ws::{configure, session_limits};
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use crate::transport::upgrade::WsUpgrade;
+use crate::transport::ws::{config, session_limits};
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
 use axum::{Extension, Router};
+use futures_util::FutureExt;
 use std::collections::VecDeque;
 use std::time::Duration;
 use tether_core::{Op, Outbound, Reply, Tag};
 use tether_dialects::{Codec, MsgNo, Rejected, Request};
+use tungstenite::Message;
 
 /// How long a connection that broke the protocol is drained before it is dropped.
 const DRAIN: Duration = Duration::from_secs(2);
@@ -37,52 +39,50 @@ pub fn routes() -> Router<AppState> {
 }
 
 async fn raw(
-    ws: WebSocketUpgrade,
+    ws: WsUpgrade,
     slot: Option<Extension<ConnSlot>>,
     State(state): State<AppState>,
 ) -> Response {
-    configure(ws, &state.limits).on_upgrade(move |socket| async move {
+    ws.accept(None, config(&state.limits), move |socket| async move {
         let _slot = slot;
         echo(socket).await;
     })
 }
 
-async fn echo(mut socket: WebSocket) {
-    loop {
-        let reply = match socket.recv().await {
-            Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => message,
-            // The WebSocket layer answers pings and, on a close, queues the reply; it
-            // is flushed by polling on until the stream ends.
-            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Close(_))) => continue,
-            Some(Err(e)) => {
-                let code = close_codes::for_read_error(e);
-                let close = Message::Close(Some(CloseFrame {
-                    code,
-                    reason: close_codes::reason(code).into(),
-                }));
-                let _ = socket.send(close).await;
-                let _ = tokio::time::timeout(DRAIN, async {
-                    while let Some(Ok(_)) = socket.recv().await {}
-                })
-                .await;
+async fn echo(mut socket: Socket) {
+    let code = loop {
+        match socket.next().await {
+            Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
+                if socket.send(message).is_err() {
+                    return;
+                }
+            }
+            // The WebSocket layer answers pings itself.
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+            Some(Ok(Message::Close(_))) | None => {
+                // Send the protocol's reply to the client's close.
+                socket.flush_protocol();
+                let _ = tokio::time::timeout(DRAIN, socket.flush()).await;
                 return;
             }
-            None => return,
-        };
-        if socket.send(reply).await.is_err() {
-            return;
+            Some(Err(e)) => break close_codes::for_websocket_error(&e),
         }
-    }
+    };
+    socket.close(code, close_codes::reason(code));
+    let _ = tokio::time::timeout(DRAIN, async {
+        while let Some(Ok(_)) = socket.next().await {}
+    })
+    .await;
+    let _ = tokio::time::timeout(DRAIN, socket.flush()).await;
 }
 
 async fn through_session(
-    ws: WebSocketUpgrade,
+    ws: WsUpgrade,
     slot: Option<Extension<ConnSlot>>,
     State(state): State<AppState>,
 ) -> Response {
     let limits = state.limits;
-    configure(ws, &limits).on_upgrade(move |socket| async move {
-        let _slot = slot;
+    ws.accept(None, config(&limits), move |socket| {
         session::run(
             socket,
             state.engine.clone(),
@@ -91,7 +91,7 @@ async fn through_session(
             session_limits(&limits),
             state.shutdown.clone(),
         )
-        .await;
+        .map(move |()| drop(slot))
     })
 }
 

@@ -7,13 +7,15 @@
 use crate::server::{AppState, TransportLimits};
 use crate::session;
 use crate::transport::accept::ConnSlot;
-use axum::extract::ws::WebSocketUpgrade;
+use crate::transport::upgrade::WsUpgrade;
+use crate::transport::websocket;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Extension;
 use axum::Router;
+use futures_util::FutureExt;
 use std::collections::HashMap;
 use tether_dialects::Dialect;
 use tracing::Instrument;
@@ -25,7 +27,7 @@ pub fn routes(dialects: Vec<&'static dyn Dialect>) -> Router<AppState> {
         router = router.route(
             dialect.path(),
             get(
-                move |ws: WebSocketUpgrade,
+                move |ws: WsUpgrade,
                       Path(params): Path<HashMap<String, String>>,
                       slot: Option<Extension<ConnSlot>>,
                       headers: HeaderMap,
@@ -41,7 +43,7 @@ pub fn routes(dialects: Vec<&'static dyn Dialect>) -> Router<AppState> {
 
 async fn upgrade(
     dialect: &'static dyn Dialect,
-    ws: WebSocketUpgrade,
+    ws: WsUpgrade,
     params: HashMap<String, String>,
     slot: Option<Extension<ConnSlot>>,
     state: AppState,
@@ -70,47 +72,33 @@ async fn upgrade(
         Err(e) => return crate::transport::http::ApiError(e).into_response(),
     };
     let limits = state.limits;
-    let mut ws = configure(ws, &limits);
-    if let Some(protocol) = caller.protocol {
-        // A browser that offered subprotocols fails the connection unless the server
-        // picks one: answer with the entry that carried the token.
-        ws = ws.protocols([protocol]);
-    }
+    // A browser that offered subprotocols fails the connection unless the server picks
+    // one: answer with the entry that carried the token.
+    let protocol = caller
+        .protocol
+        .and_then(|p| axum::http::HeaderValue::from_str(&p).ok());
     // The connection's log lines keep the upgrade request's span (its request id).
     let span = tracing::Span::current();
-    ws.on_upgrade(move |socket| {
-        async move {
-            // The connection keeps its place under the connection limits while it runs.
-            let _slot = slot;
-            session::run_as(
-                socket,
-                state.engine.clone(),
-                codec,
-                dialect.name(),
-                session_limits(&limits),
-                state.shutdown.clone(),
-                caller.identity,
-            )
-            .await
-        }
+    ws.accept(protocol, config(&limits), move |socket| {
+        session::run_as(
+            socket,
+            state.engine.clone(),
+            codec,
+            dialect.name(),
+            session_limits(&limits),
+            state.shutdown.clone(),
+            caller.identity,
+        )
         .instrument(span)
+        // The connection keeps its place under the connection limits while it runs.
+        .map(move |()| drop(slot))
     })
 }
 
 /// The hard frame and message limits every WebSocket endpoint applies (1009 past them).
-pub fn configure(ws: WebSocketUpgrade, limits: &TransportLimits) -> WebSocketUpgrade {
-    ws.max_message_size(limits.max_frame_bytes)
-        .max_frame_size(limits.max_frame_bytes)
-        .read_buffer_size(READ_BUFFER_BYTES)
+pub fn config(limits: &TransportLimits) -> tungstenite::protocol::WebSocketConfig {
+    websocket::config(limits.max_frame_bytes)
 }
-
-/// tungstenite allocates its read buffer per connection and zero-fills all of it before
-/// every read; its 128 KiB default was nearly all of an idle connection's memory
-/// (bench: 135 KiB per connection; BENCHMARKS.md). Client messages are mostly small; a
-/// larger frame still arrives whole (the buffer grows to the frame's length), read in
-/// steps of this size, so only big uploads pay, with more read calls (about one per
-/// KiB, well under a millisecond per MiB).
-const READ_BUFFER_BYTES: usize = 1024;
 
 /// The per-connection limits a session enforces.
 pub fn session_limits(limits: &TransportLimits) -> session::Limits {

@@ -1,0 +1,265 @@
+//! A server-side WebSocket that holds no buffer while its connection is idle.
+//!
+//! Idle connections are most of a real-time server's connections, so what one costs
+//! while nothing happens decides how many a machine holds. The WebSocket protocol
+//! itself (framing, masking, fragmented messages, UTF-8 checks, control frames, limits,
+//! the close handshake) is tungstenite's `WebSocketContext`; this file only feeds it:
+//!
+//! - Reads go into a buffer on the stack of the poll that reads them, and the protocol
+//!   consumes them from there. Only bytes it has not consumed when a message is
+//!   complete (the start of the next message) are kept, in a buffer that is freed as
+//!   soon as they are. A stream wrapper keeping its own read buffer would hold it for
+//!   the life of the connection; tungstenite's own keeps whatever it last needed.
+//! - Outgoing frames are encoded into one buffer that exists only while the socket has
+//!   not taken all of it; everything (data frames, and the pongs and close replies the
+//!   protocol queues itself) goes through it in order, so frames never interleave.
+//!
+//! One task drives a connection: [`WebSocket::poll_next`] makes write progress and
+//! reads the next message, and there is no separate writer task.
+
+use bytes::Bytes;
+use std::io::{self, Read, Write};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tungstenite::protocol::frame::coding::{Data, OpCode};
+use tungstenite::protocol::frame::FrameHeader;
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
+use tungstenite::{Error, Message};
+
+/// How much one read takes from the socket at most. It lives on the stack only for
+/// the duration of the read.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// A WebSocket over `S`, after the HTTP upgrade.
+pub struct WebSocket<S> {
+    io: S,
+    protocol: WebSocketContext,
+    /// Bytes read but not yet consumed by the protocol; empty (unallocated) unless one
+    /// read brought the start of a second message.
+    unread: Vec<u8>,
+    unread_from: usize,
+    /// Encoded frames the socket has not taken yet; empty (unallocated) when it has
+    /// taken everything.
+    unwritten: Vec<u8>,
+    unwritten_from: usize,
+}
+
+/// The protocol's view of the socket: it reads from the bytes at hand (and would
+/// block past them) and writes into the outgoing buffer (never blocking).
+struct Feed<'a> {
+    input: &'a [u8],
+    consumed: usize,
+    /// The socket said end-of-stream: reading past `input` returns 0, not WouldBlock.
+    eof: bool,
+    output: &'a mut Vec<u8>,
+}
+
+impl Read for Feed<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let rest = &self.input[self.consumed..];
+        if rest.is_empty() {
+            return if self.eof {
+                Ok(0)
+            } else {
+                Err(io::ErrorKind::WouldBlock.into())
+            };
+        }
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        self.consumed += n;
+        Ok(n)
+    }
+}
+
+impl Write for Feed<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.output.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What the protocol engine is configured with: frame and message limits, and a read
+/// buffer of its own that starts empty (see the module docs).
+pub fn config(max_message_bytes: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(0)
+        .write_buffer_size(0)
+        .max_message_size(Some(max_message_bytes))
+        .max_frame_size(Some(max_message_bytes))
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
+    /// Wraps a stream whose HTTP upgrade is done; `read_ahead` is what the HTTP layer
+    /// had already read past the request (a client may send its first frame at once).
+    pub fn new(io: S, read_ahead: Bytes, config: WebSocketConfig) -> Self {
+        WebSocket {
+            io,
+            protocol: WebSocketContext::new(Role::Server, Some(config)),
+            unread: read_ahead.to_vec(),
+            unread_from: 0,
+            unwritten: Vec::new(),
+            unwritten_from: 0,
+        }
+    }
+
+    /// Bytes queued for the client that the socket has not taken yet.
+    pub fn unwritten(&self) -> usize {
+        self.unwritten.len() - self.unwritten_from
+    }
+
+    /// Writes what it can, then returns the next message from the client. `None` once
+    /// the connection has ended (the close handshake is complete, or the client went
+    /// away). With `read` false it only writes, and stays pending.
+    pub fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+        read: bool,
+    ) -> Poll<Option<Result<Message, Error>>> {
+        if let Poll::Ready(Err(e)) = self.poll_write(cx) {
+            return Poll::Ready(Some(Err(Error::Io(e))));
+        }
+        if !read {
+            return Poll::Pending;
+        }
+        loop {
+            if self.unread_from < self.unread.len() {
+                let mut feed = Feed {
+                    input: &self.unread[self.unread_from..],
+                    consumed: 0,
+                    eof: false,
+                    output: &mut self.unwritten,
+                };
+                let result = self.protocol.read(&mut feed);
+                self.unread_from += feed.consumed;
+                if self.unread_from == self.unread.len() {
+                    self.unread = Vec::new();
+                    self.unread_from = 0;
+                }
+                match result {
+                    Err(Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    other => return Poll::Ready(finish(other)),
+                }
+            }
+            let mut chunk = [0u8; READ_CHUNK];
+            let mut buf = ReadBuf::new(&mut chunk);
+            if let Err(e) = ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf)) {
+                return Poll::Ready(Some(Err(Error::Io(e))));
+            }
+            let input = buf.filled();
+            let mut feed = Feed {
+                input,
+                consumed: 0,
+                eof: input.is_empty(),
+                output: &mut self.unwritten,
+            };
+            let result = self.protocol.read(&mut feed);
+            if feed.consumed < input.len() {
+                self.unread = input[feed.consumed..].to_vec();
+                self.unread_from = 0;
+            }
+            match result {
+                Err(Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+                other => return Poll::Ready(finish(other)),
+            }
+        }
+    }
+
+    /// Queues a text message. Refused once a close frame was sent or received.
+    pub fn send_text(&mut self, text: &str) -> Result<(), Error> {
+        if !self.protocol.can_write() {
+            return Err(Error::AlreadyClosed);
+        }
+        let header = FrameHeader {
+            opcode: OpCode::Data(Data::Text),
+            ..FrameHeader::default()
+        };
+        header.format(text.len() as u64, &mut self.unwritten)?;
+        self.unwritten.extend_from_slice(text.as_bytes());
+        Ok(())
+    }
+
+    /// Queues a message of any kind through the protocol (pings, echoes).
+    pub fn send(&mut self, message: Message) -> Result<(), Error> {
+        let mut feed = Feed {
+            input: &[],
+            consumed: 0,
+            eof: false,
+            output: &mut self.unwritten,
+        };
+        self.protocol.write(&mut feed, message)?;
+        self.protocol.flush(&mut feed)
+    }
+
+    /// Queues the close frame (once; later calls and a close after the client's do
+    /// nothing). The connection ends when the client answers or goes.
+    pub fn close(&mut self, code: u16, reason: &str) {
+        let mut feed = Feed {
+            input: &[],
+            consumed: 0,
+            eof: false,
+            output: &mut self.unwritten,
+        };
+        let frame = CloseFrame {
+            code: code.into(),
+            reason: reason.to_owned().into(),
+        };
+        // An error here means a close was already sent or answered: nothing to add.
+        let _ = self.protocol.close(&mut feed, Some(frame));
+    }
+
+    /// Moves the protocol's own queued frames (a close reply) into the outgoing buffer.
+    pub fn flush_protocol(&mut self) {
+        let mut feed = Feed {
+            input: &[],
+            consumed: 0,
+            eof: false,
+            output: &mut self.unwritten,
+        };
+        let _ = self.protocol.flush(&mut feed);
+    }
+
+    /// Writes everything queued, freeing the buffer once the socket has taken it all.
+    pub fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.unwritten_from < self.unwritten.len() {
+            let n = ready!(
+                Pin::new(&mut self.io).poll_write(cx, &self.unwritten[self.unwritten_from..])
+            )?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.unwritten_from += n;
+        }
+        if !self.unwritten.is_empty() {
+            self.unwritten = Vec::new();
+            self.unwritten_from = 0;
+        }
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    /// Writes everything queued.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_write(cx)).await
+    }
+
+    /// Waits for the next message (see [`WebSocket::poll_next`]).
+    pub async fn next(&mut self) -> Option<Result<Message, Error>> {
+        std::future::poll_fn(|cx| self.poll_next(cx, true)).await
+    }
+}
+
+/// The end of the stream, however it came, is `None`; anything else is passed on.
+fn finish(result: Result<Message, Error>) -> Option<Result<Message, Error>> {
+    match result {
+        Ok(message) => Some(Ok(message)),
+        Err(Error::ConnectionClosed | Error::AlreadyClosed) => None,
+        Err(Error::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake)) => {
+            None
+        }
+        Err(e) => Some(Err(e)),
+    }
+}
