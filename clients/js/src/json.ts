@@ -34,10 +34,25 @@ export function jsonEqual(a: Json | undefined, b: Json | undefined): boolean {
   return ak.length === Object.keys(bo).length && ak.every((k) => k in bo && jsonEqual((a as JsonObject)[k], bo[k]));
 }
 
-/** Whether `data` passes a query's `where` (a `null` value matches a missing field). */
-export function matchesWhere(where: JsonObject | undefined, data: JsonObject): boolean {
+/**
+ * Whether `data` passes a query's `where` (a `null` value matches a missing field). With
+ * `record`, `id` and `version` name its own id and version unless `data` has such a
+ * field, as on the server (and in `sortRecords`); without it they are body fields only.
+ */
+export function matchesWhere(
+  where: JsonObject | undefined,
+  data: JsonObject,
+  record?: { id: string; version: number },
+): boolean {
   if (!where) return true;
-  return Object.entries(where).every(([k, want]) => jsonEqual(data[k] ?? null, want));
+  return Object.entries(where).every(([k, want]) => jsonEqual(fieldOf(data, k, record), want));
+}
+
+function fieldOf(data: JsonObject, field: string, record?: { id: string; version: number }): Json {
+  if (Object.prototype.hasOwnProperty.call(data, field)) return data[field] ?? null;
+  if (record && field === "id") return record.id;
+  if (record && field === "version") return record.version;
+  return null;
 }
 
 function rank(v: Json): number {

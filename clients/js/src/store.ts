@@ -146,7 +146,7 @@ class Query implements LiveQuery {
     for (const e of entries?.values() ?? []) {
       if (!this.members.has(e.id) && e.ops.length === 0) continue;
       const data = e.view.data;
-      if (data !== null && matchesWhere(this.options.where, data)) out.push(e.view);
+      if (data !== null && matchesWhere(this.options.where, data, e.view)) out.push(e.view);
     }
     this.records = sortRecords(out as { id: string; version: number; data: JsonObject }[], this.options.order) as StoreRecord[];
   }
@@ -332,7 +332,7 @@ export class TetherStore extends Emitter<StoreEvents> {
       const data = entry.visible();
       for (const q of this.queries) {
         if (q.resource !== resource) continue;
-        if (data !== null && matchesWhere(q.options.where, data)) q.members.add(id);
+        if (data !== null && matchesWhere(q.options.where, data, { id, version: result.version })) q.members.add(id);
         else q.members.delete(id);
         this.dirtyQueries.add(q);
       }

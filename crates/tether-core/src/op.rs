@@ -7,7 +7,7 @@
 use crate::name::{RecordId, ResourceName};
 use crate::position::{Epoch, Position};
 use crate::query::Query;
-use crate::record::Data;
+use crate::record::{Data, Version};
 use crate::write::Write;
 use serde_json::Value;
 
@@ -194,11 +194,11 @@ impl SubTarget {
         }
     }
 
-    /// Whether a record body matches, for the record's own resource and id.
-    pub fn matches(&self, id: &RecordId, data: &Data) -> bool {
+    /// Whether a record matches, for the record's own resource.
+    pub fn matches(&self, id: &RecordId, version: Version, data: &Data) -> bool {
         match self {
             SubTarget::Record { id: want, .. } => want == id,
-            SubTarget::Query { query, .. } => query.matches(data),
+            SubTarget::Query { query, .. } => query.matches(id, version, data),
             SubTarget::Topic { .. } => false,
         }
     }

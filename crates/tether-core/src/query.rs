@@ -2,9 +2,16 @@
 //!
 //! The same `Query` decides what a `query` read returns and which changes a query
 //! subscription sees entering and leaving, so both always agree.
+//!
+//! A record's id and version live beside its body, not in it, yet clients filter and
+//! order by them like any field. [`field`] is the one place that says what a query sees
+//! for a field name, so filters and orders (and every store's pre-filter, which must
+//! keep at least what [`Query::matches`] keeps) agree on it.
 
-use crate::record::{Data, Record};
+use crate::name::RecordId;
+use crate::record::{Data, Record, Version};
 use serde_json::Value;
+use std::borrow::Cow;
 use std::cmp::Ordering;
 
 /// Largest `limit` a client may ask for; also the cap on an unlimited read.
@@ -13,6 +20,8 @@ pub const MAX_LIMIT: usize = 10_000;
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Query {
     /// Every field must equal its value (JSON equality; `null` matches a missing field).
+    /// `id` and `version` name the record's own id and version unless the body has a
+    /// field of that name, as in [`Order`].
     pub filter: Data,
     pub order: Option<Order>,
     pub limit: Option<usize>,
@@ -41,10 +50,11 @@ impl Order {
 }
 
 impl Query {
-    pub fn matches(&self, data: &Data) -> bool {
+    /// Whether the record with this id, version and body passes the filter.
+    pub fn matches(&self, id: &RecordId, version: Version, data: &Data) -> bool {
         self.filter
             .iter()
-            .all(|(k, want)| data.get(k).unwrap_or(&Value::Null) == want)
+            .all(|(k, want)| *field(id, version, data, k) == *want)
     }
 
     /// Filters nothing, orders nothing: the whole resource.
@@ -56,7 +66,10 @@ impl Query {
     pub fn order_and_limit(&self, records: &mut Vec<Record>) {
         match &self.order {
             Some(order) => records.sort_by(|a, b| {
-                let o = compare_json(&sort_value(a, &order.field), &sort_value(b, &order.field));
+                let o = compare_json(
+                    &field(&a.id, a.version, &a.data, &order.field),
+                    &field(&b.id, b.version, &b.data, &order.field),
+                );
                 let o = if order.descending { o.reverse() } else { o };
                 o.then_with(|| a.id.cmp(&b.id))
             }),
@@ -66,12 +79,15 @@ impl Query {
     }
 }
 
-fn sort_value(r: &Record, field: &str) -> Value {
-    match r.data.get(field) {
-        Some(v) => v.clone(),
-        None if field == "id" => Value::String(r.id.as_str().to_owned()),
-        None if field == "version" => Value::from(r.version),
-        None => Value::Null,
+/// What a filter or an order sees as `name` of a record: the body's field (even a
+/// `null` one, so a body can always shadow the record's own id and version), else for
+/// `id` and `version` the record's own, else `null`.
+pub fn field<'a>(id: &RecordId, version: Version, data: &'a Data, name: &str) -> Cow<'a, Value> {
+    match data.get(name) {
+        Some(v) => Cow::Borrowed(v),
+        None if name == "id" => Cow::Owned(Value::String(id.as_str().to_owned())),
+        None if name == "version" => Cow::Owned(Value::from(version)),
+        None => Cow::Owned(Value::Null),
     }
 }
 
@@ -123,9 +139,34 @@ mod tests {
                 .clone(),
             ..Query::default()
         };
-        assert!(q.matches(json!({"done": false}).as_object().unwrap()));
-        assert!(!q.matches(json!({"done": true}).as_object().unwrap()));
-        assert!(!q.matches(json!({"done": 0}).as_object().unwrap()));
+        let matches = |r: Record| q.matches(&r.id, r.version, &r.data);
+        assert!(matches(rec("a", json!({"done": false}))));
+        assert!(!matches(rec("a", json!({"done": true}))));
+        assert!(!matches(rec("a", json!({"done": 0}))));
+    }
+
+    #[test]
+    fn id_and_version_filter_like_fields_unless_the_body_has_them() {
+        let q = |filter: Value| Query {
+            filter: filter.as_object().unwrap().clone(),
+            ..Query::default()
+        };
+        let mut r = rec("a", json!({"n": 1}));
+        r.version = 3;
+        let matches = |q: Query, r: &Record| q.matches(&r.id, r.version, &r.data);
+        assert!(matches(q(json!({"id": "a"})), &r));
+        assert!(!matches(q(json!({"id": "b"})), &r));
+        assert!(matches(q(json!({"version": 3})), &r));
+        assert!(!matches(q(json!({"version": 1})), &r));
+        assert!(!matches(q(json!({"version": "3"})), &r));
+        assert!(matches(q(json!({"id": "a", "version": 3, "n": 1})), &r));
+        // A record always has an id and a version, so `null` never matches them.
+        assert!(!matches(q(json!({"id": null})), &r));
+        // The body's own field wins, as it does for `Order`.
+        let shadowed = rec("a", json!({"id": "x", "version": null}));
+        assert!(matches(q(json!({"id": "x", "version": null})), &shadowed));
+        assert!(!matches(q(json!({"id": "a"})), &shadowed));
+        assert!(!matches(q(json!({"version": 1})), &shadowed));
     }
 
     #[test]

@@ -84,7 +84,7 @@ struct Inner {
     knobs: Knobs,
     presence: Arc<Presence>,
     /// The policy in force; replaced whole by [`Engine::replace_access`].
-    access: RwLock<Access>,
+    access: RwLock<Policy>,
     /// Earlier policies and the position up to which pushes were filtered by them,
     /// newest last, so a resume from before a reload can be answered with a fresh
     /// snapshot where the rule that filtered it changed.
@@ -98,6 +98,22 @@ struct Inner {
 
 /// Who holds a session id: its subject, and when it closed (`None` while it is open).
 type SessionOwner = (Option<Arc<str>>, Option<Instant>);
+
+/// An access policy and how many reloads came before it. A subscription notes the
+/// generation it was checked under: a reload finds the subscriptions to close in the
+/// hub's index, so one checked before the reload but registered after its scan would
+/// otherwise keep what the old rules allowed (see [`Engine::register_checked`]).
+#[derive(Clone)]
+struct Policy {
+    access: Access,
+    generation: u64,
+}
+
+/// A subscription's access check: what it may see, and under which policy.
+struct Checked {
+    guard: ReadGuard,
+    generation: u64,
+}
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -161,7 +177,10 @@ impl Engine {
                 writes,
                 knobs,
                 presence,
-                access: RwLock::new(access),
+                access: RwLock::new(Policy {
+                    access,
+                    generation: 0,
+                }),
                 replaced: Mutex::new(Vec::new()),
                 retained: Mutex::new(HashMap::new()),
                 owners: Mutex::new(HashMap::new()),
@@ -189,6 +208,10 @@ impl Engine {
     /// The access policy in force (a cheap handle; a reload does not change one
     /// already taken).
     pub fn access(&self) -> Access {
+        self.policy().access
+    }
+
+    fn policy(&self) -> Policy {
         self.inner
             .access
             .read()
@@ -204,16 +227,24 @@ impl Engine {
     /// snapshot under the new rule (resync reason `access_changed`), or `forbidden`.
     /// Returns how many connections were closed.
     ///
+    /// A subscription checked under the old rules but registered only after the scan
+    /// below is not missed: it sees the new generation and checks again.
+    ///
     /// A server without auth stays open and one with rules keeps rules: that switch
     /// changes who may connect at all, so it needs a restart.
     pub fn replace_access(&self, new: Access) -> Result<usize> {
-        let old = self.access();
-        if old.is_open() != new.is_open() {
-            return Err(Error::bad_request(
-                "turning access rules on or off needs a restart; a reload can only change them",
-            ));
-        }
-        *self.inner.access.write().unwrap_or_else(|p| p.into_inner()) = new.clone();
+        let old = {
+            // Swapped and counted under one lock, so two reloads cannot both replace
+            // the same policy and a generation always names one policy.
+            let mut policy = self.inner.access.write().unwrap_or_else(|p| p.into_inner());
+            if policy.access.is_open() != new.is_open() {
+                return Err(Error::bad_request(
+                    "turning access rules on or off needs a restart; a reload can only change them",
+                ));
+            }
+            policy.generation += 1;
+            std::mem::replace(&mut policy.access, new.clone())
+        };
         let affected: Vec<Arc<Outbox>> = {
             let index = self.inner.hub.index();
             index.outboxes_where(|watched| match watched {
@@ -500,8 +531,8 @@ impl Engine {
     ) -> Result<()> {
         let name: Arc<str> = name.into();
         let spec = Arc::new(spec);
-        let guard = self.guard_for(&outbox.identity(), &spec.target)?;
-        self.register(outbox, &name, &spec, guard.clone())?;
+        let checked = self.check_subscription(outbox, &spec.target)?;
+        let guard = self.register_checked(outbox, &name, &spec, checked)?;
         if let SubTarget::Topic { .. } = spec.target {
             outbox.push(Outbound::Snapshot {
                 tag,
@@ -622,33 +653,50 @@ impl Engine {
         Ok(())
     }
 
-    /// What `who` may see through a subscription to `target`; refused outright when
-    /// that is nothing.
-    fn guard_for(&self, who: &Arc<Identity>, target: &SubTarget) -> Result<ReadGuard> {
-        let access = self.access();
-        let guard = match target {
-            SubTarget::Topic { topic } => {
-                if access.may_subscribe_topic(who, topic) {
-                    return Ok(ReadGuard::All);
-                }
-                ReadGuard::None
-            }
-            SubTarget::Record { resource, .. } | SubTarget::Query { resource, .. } => {
-                access.read_guard(who, resource)
+    /// What the connection may see through a subscription to `target` under the policy
+    /// in force; refused outright when that is nothing.
+    fn check_subscription(&self, outbox: &Outbox, target: &SubTarget) -> Result<Checked> {
+        let policy = self.policy();
+        Ok(Checked {
+            guard: guard_for(&policy.access, &outbox.identity(), target)?,
+            generation: policy.generation,
+        })
+    }
+
+    /// Registers a checked subscription with its guard, and returns the guard it holds.
+    ///
+    /// A reload between the check and the registration would not find the subscription
+    /// in the hub's index, so it would keep the old rules' guard for good. Once it is
+    /// registered every later reload sees it, so one look at the generation afterwards
+    /// closes the gap: if the policy changed since the check, check again under the
+    /// policy in force and replace the guard, or refuse the subscription. A record or
+    /// query subscription has sent nothing under the old guard (its snapshot is not
+    /// read yet and changes wait in its buffer); a topic's guard is all or nothing, so
+    /// it either stays or is removed. A reload after the second look finds it in the
+    /// index like any other.
+    fn register_checked(
+        &self,
+        outbox: &Arc<Outbox>,
+        name: &Arc<str>,
+        spec: &Arc<SubSpec>,
+        checked: Checked,
+    ) -> Result<ReadGuard> {
+        self.register(outbox, name, spec, checked.guard.clone())?;
+        let policy = self.policy();
+        if policy.generation == checked.generation {
+            return Ok(checked.guard);
+        }
+        let guard = match guard_for(&policy.access, &outbox.identity(), &spec.target) {
+            Ok(guard) => guard,
+            Err(e) => {
+                self.unsubscribe(outbox, name);
+                return Err(e);
             }
         };
-        match guard {
-            ReadGuard::None => Err(access::forbidden(format!(
-                "{} may not subscribe to {}",
-                who.describe(),
-                match target {
-                    SubTarget::Topic { topic } => format!("topic {topic:?}"),
-                    SubTarget::Record { resource, id } => format!("{resource}/{id}"),
-                    SubTarget::Query { resource, .. } => format!("{resource}"),
-                }
-            ))),
-            guard => Ok(guard),
+        if let Some(sub) = outbox.lock().subs.get_mut(name) {
+            sub.guard = guard.clone();
         }
+        Ok(guard)
     }
 
     fn register(
@@ -871,6 +919,34 @@ async fn compact_periodically(store: Arc<dyn Store>, retention: u64, every: std:
     }
 }
 
+/// What `who` may see through a subscription to `target` under `access`; refused
+/// outright when that is nothing.
+fn guard_for(access: &Access, who: &Arc<Identity>, target: &SubTarget) -> Result<ReadGuard> {
+    let guard = match target {
+        SubTarget::Topic { topic } => {
+            if access.may_subscribe_topic(who, topic) {
+                return Ok(ReadGuard::All);
+            }
+            ReadGuard::None
+        }
+        SubTarget::Record { resource, .. } | SubTarget::Query { resource, .. } => {
+            access.read_guard(who, resource)
+        }
+    };
+    match guard {
+        ReadGuard::None => Err(access::forbidden(format!(
+            "{} may not subscribe to {}",
+            who.describe(),
+            match target {
+                SubTarget::Topic { topic } => format!("topic {topic:?}"),
+                SubTarget::Record { resource, id } => format!("{resource}/{id}"),
+                SubTarget::Query { resource, .. } => format!("{resource}"),
+            }
+        ))),
+        guard => Ok(guard),
+    }
+}
+
 /// Whether a change is on the resource or record a subscription covers.
 fn concerns(target: &SubTarget, change: &Change) -> bool {
     match target {
@@ -894,5 +970,111 @@ pub fn check_topic(topic: &str) -> Result<()> {
             ErrorCode::InvalidName,
             format!("topic {topic:?} must be 1-128 letters, digits or '_-.:/'"),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use access::RuleSet;
+    use serde_json::json;
+    use tether_bus::LocalBus;
+    use tether_core::Data;
+    use tether_store::SqliteStore;
+
+    fn rules(read: Option<&str>) -> Access {
+        Access::with_rules(RuleSet {
+            resources: vec![("notes".into(), read.map(Into::into), None)],
+            ..RuleSet::default()
+        })
+        .unwrap()
+    }
+
+    fn data(v: serde_json::Value) -> Data {
+        v.as_object().unwrap().clone()
+    }
+
+    /// An engine on a fresh store under `access`, and a connection speaking for ann.
+    async fn engine_and_ann(
+        dir: &tempfile::TempDir,
+        access: Access,
+    ) -> (Engine, Arc<Outbox>, Arc<SubSpec>) {
+        let store = Arc::new(SqliteStore::open(dir.path().join("t.db")).await.unwrap());
+        let engine =
+            Engine::start_with_access(store, Arc::new(LocalBus::new()), Knobs::default(), access)
+                .await
+                .unwrap();
+        let outbox = engine.new_outbox();
+        outbox.set_identity(Arc::new(Identity::from_claims(data(json!({"sub": "ann"})))));
+        let spec = Arc::new(SubSpec {
+            target: SubTarget::Query {
+                resource: ResourceName::parse("notes").unwrap(),
+                query: Query::default(),
+            },
+        });
+        (engine, outbox, spec)
+    }
+
+    // The race this guards against cannot be timed from outside: `subscribe` awaits
+    // nothing between its check and its registration. So these tests take the two
+    // steps `subscribe` takes, with a reload in between, which is exactly what a
+    // reload on another thread can do.
+
+    #[tokio::test]
+    async fn a_reload_between_check_and_registration_narrows_the_guard() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, outbox, spec) =
+            engine_and_ann(&dir, rules(Some("token.sub == \"ann\""))).await;
+        let name: Arc<str> = "s".into();
+        let checked = engine.check_subscription(&outbox, &spec.target).unwrap();
+        assert!(!checked.guard.filters(), "ann may read every note");
+        // The reload's scan of the index cannot see the subscription yet.
+        let closed = engine
+            .replace_access(rules(Some("data.owner == token.sub")))
+            .unwrap();
+        assert_eq!(closed, 0);
+        let guard = engine
+            .register_checked(&outbox, &name, &spec, checked)
+            .unwrap();
+        let id = RecordId::parse("n1").unwrap();
+        let bobs = data(json!({"owner": "bob"}));
+        assert!(guard.filters() && !guard.allows(&id, &bobs));
+        // The guard pushes are checked with is the new one too.
+        let state = outbox.lock();
+        let held = &state.subs[&name].guard;
+        assert!(held.filters() && !held.allows(&id, &bobs));
+    }
+
+    #[tokio::test]
+    async fn a_reload_between_check_and_registration_can_refuse_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, outbox, spec) =
+            engine_and_ann(&dir, rules(Some("token.sub == \"ann\""))).await;
+        let name: Arc<str> = "s".into();
+        let checked = engine.check_subscription(&outbox, &spec.target).unwrap();
+        engine.replace_access(rules(None)).unwrap();
+        let refused = engine
+            .register_checked(&outbox, &name, &spec, checked)
+            .unwrap_err();
+        assert_eq!(refused.code, ErrorCode::Forbidden);
+        assert_eq!(engine.subscription_count(), 0);
+        assert!(outbox.lock().subs.is_empty());
+    }
+
+    #[tokio::test]
+    async fn without_a_reload_the_checked_guard_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, outbox, spec) =
+            engine_and_ann(&dir, rules(Some("data.owner == token.sub"))).await;
+        let name: Arc<str> = "s".into();
+        let checked = engine.check_subscription(&outbox, &spec.target).unwrap();
+        let guard = engine
+            .register_checked(&outbox, &name, &spec, checked)
+            .unwrap();
+        assert!(guard.filters());
+        assert_eq!(engine.subscription_count(), 1);
+        // Registered, it is what a later reload's scan finds and closes.
+        assert_eq!(engine.replace_access(rules(Some("true"))).unwrap(), 1);
+        assert!(outbox.is_closed());
     }
 }

@@ -101,7 +101,8 @@ impl SubState {
             SubTarget::Query { query, .. } if query.filter.is_empty() && !guarded => Some(as_is),
             SubTarget::Record { .. } | SubTarget::Query { .. } => {
                 let now = change.data.as_ref().is_some_and(|d| {
-                    self.spec.target.matches(&change.id, d) && self.guard.allows(&change.id, d)
+                    self.spec.target.matches(&change.id, change.version, d)
+                        && self.guard.allows(&change.id, d)
                 });
                 let was = self.members.contains(&change.id);
                 if now {

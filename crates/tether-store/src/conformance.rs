@@ -49,6 +49,7 @@ macro_rules! conformance_tests {
             refused_writes_take_no_position,
             same_id_twice_in_a_group,
             query_filter_order_limit,
+            query_filter_on_id_and_version,
             changes_since_contents,
             consistent_read,
             read_is_one_snapshot_under_writes,
@@ -493,6 +494,91 @@ pub async fn query_filter_order_limit(store: Arc<dyn Store>) {
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].version, 1);
     assert_eq!(Value::Object(records[0].data.clone()), rows[1].1);
+}
+
+/// A filter on `id` or `version` matches the record's own id and version, which live
+/// beside the body (a body's own `version` field wins, as it does for an order), and
+/// combines with body fields, order and limit like any field.
+pub async fn query_filter_on_id_and_version(store: Arc<dyn Store>) {
+    let s = &*store;
+    let writes = vec![
+        write(WriteKind::Create, "tasks", "a", json!({"owner": "ann"})),
+        write(WriteKind::Create, "tasks", "b", json!({"owner": "bob"})),
+        write(WriteKind::Create, "tasks", "c", json!({"owner": "ann"})),
+        write(WriteKind::Create, "tasks", "d", json!({"version": 7})),
+        write(WriteKind::Create, "tasks", "e", json!({"owner": "ann"})),
+        write(WriteKind::Create, "other", "a", json!({"owner": "ann"})),
+    ];
+    assert!(commit(s, writes).await.iter().all(|o| o.is_ok()));
+    ok(
+        s,
+        write(WriteKind::Update, "tasks", "b", json!({"owner": "bob"})),
+    )
+    .await;
+    ok(s, write(WriteKind::Patch, "tasks", "c", json!({"n": 1}))).await;
+    ok(s, write(WriteKind::Patch, "tasks", "c", json!({"n": 2}))).await;
+    ok(s, delete("tasks", "e")).await;
+
+    let run = |filter: Value, order: Option<&str>, limit: Option<usize>| {
+        let query = Query {
+            filter: body(filter),
+            order: order.and_then(Order::parse),
+            limit,
+        };
+        async move {
+            let records = s.query(&resource("tasks"), &query).await.expect("query");
+            records
+                .into_iter()
+                .map(|r| (r.id.to_string(), r.version))
+                .collect::<Vec<_>>()
+        }
+    };
+    let v = |pairs: &[(&str, u64)]| {
+        pairs
+            .iter()
+            .map(|(id, version)| (id.to_string(), *version))
+            .collect::<Vec<_>>()
+    };
+
+    assert_eq!(run(json!({"id": "b"}), None, None).await, v(&[("b", 2)]));
+    assert_eq!(
+        run(json!({"id": "a", "owner": "ann"}), None, None).await,
+        v(&[("a", 1)])
+    );
+    assert!(run(json!({"id": "a", "owner": "bob"}), None, None)
+        .await
+        .is_empty());
+    assert!(run(json!({"id": "nope"}), None, None).await.is_empty());
+    // A deleted record is gone for an id filter too.
+    assert!(run(json!({"id": "e"}), None, None).await.is_empty());
+    // A record always has an id; JSON equality: the id is a string.
+    assert!(run(json!({"id": null}), None, None).await.is_empty());
+    assert!(run(json!({"id": ["a"]}), None, None).await.is_empty());
+
+    assert_eq!(run(json!({"version": 2}), None, None).await, v(&[("b", 2)]));
+    assert_eq!(run(json!({"version": 3}), None, None).await, v(&[("c", 3)]));
+    // `d` is at version 1 but its body says 7, and the body wins.
+    assert_eq!(run(json!({"version": 1}), None, None).await, v(&[("a", 1)]));
+    assert_eq!(run(json!({"version": 7}), None, None).await, v(&[("d", 1)]));
+    assert!(run(json!({"version": "2"}), None, None).await.is_empty());
+    assert!(run(json!({"version": 4}), None, None).await.is_empty());
+    assert_eq!(
+        run(json!({"id": "c", "version": 3}), None, None).await,
+        v(&[("c", 3)])
+    );
+    assert!(run(json!({"id": "c", "version": 2}), None, None)
+        .await
+        .is_empty());
+
+    // With an order and a limit: the limit counts matching records only.
+    assert_eq!(
+        run(json!({"owner": "ann"}), Some("-version"), Some(1)).await,
+        v(&[("c", 3)])
+    );
+    assert_eq!(
+        run(json!({"version": 1}), Some("-id"), Some(1)).await,
+        v(&[("a", 1)])
+    );
 }
 
 /// The log holds exactly the committed changes, in order, and `limit` cuts it.

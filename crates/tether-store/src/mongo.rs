@@ -32,6 +32,9 @@
 //! - A query's filter, order and limit run in MongoDB, then the order is applied again
 //!   here, so the result is ordered exactly like every other store's. With mixed value
 //!   types in the order field, MongoDB's type order can pick a different first `limit`.
+//!   A filter on `id` or `version` matches `_id` or `_v` unless the body has that field;
+//!   `"version": 1` is too many things in MongoDB terms (no `_v`, or an unusable one), so
+//!   that query reads every candidate and applies its `limit` here.
 //! - Filter fields with a `.` or a leading `$` mean something else to MongoDB, and a
 //!   body may not use `_id` or `_v`; both are refused with `bad_request`. An object in
 //!   a filter equals an embedded document only with its fields in the same order.
@@ -347,6 +350,11 @@ impl Backend {
     async fn query(&self, resource: &ResourceName, query: &Query) -> Result<Vec<Record>> {
         self.check()?;
         let mut filter = Document::new();
+        let mut own = Vec::new();
+        // Whether MongoDB keeps exactly what `Query::matches` keeps; if it may keep more,
+        // the limit is applied only here, after the check, or it could cut matching
+        // records (so such a query reads every candidate document).
+        let mut exact = true;
         for (field, value) in &query.filter {
             if field.starts_with('$') || field.contains('.') {
                 return Err(Error::bad_request(format!(
@@ -354,10 +362,28 @@ impl Backend {
                 )));
             }
             // `$eq` compares the value as a value, even an object with `$` keys.
-            filter.insert(field.as_str(), doc! { "$eq": to_bson(value)? });
+            let bson = to_bson(value)?;
+            match own_field(field, value) {
+                Some((in_document, clause_exact)) => {
+                    exact &= clause_exact;
+                    own.push(doc! { "$or": [
+                        { field.as_str(): { "$eq": bson, "$exists": true } },
+                        in_document,
+                    ] });
+                }
+                None => {
+                    filter.insert(field.as_str(), doc! { "$eq": bson });
+                }
+            }
         }
-        let limit = query.limit.unwrap_or(MAX_LIMIT).min(MAX_LIMIT);
-        let mut find = self.collection.find(filter).limit(limit as i64);
+        if !own.is_empty() {
+            filter.insert("$and", own);
+        }
+        let mut find = self.collection.find(filter);
+        if exact {
+            let limit = query.limit.unwrap_or(MAX_LIMIT).min(MAX_LIMIT);
+            find = find.limit(limit as i64);
+        }
         if let Some(order) = &query.order {
             let field = match order.field.as_str() {
                 "id" => "_id",
@@ -380,7 +406,9 @@ impl Backend {
                 .deserialize_current()
                 .map_err(|e| self.failed("reading a document", e))?;
             match to_record(resource, document) {
-                Ok((record, _)) if query.matches(&record.data) => records.push(record),
+                Ok((record, _)) if query.matches(&record.id, record.version, &record.data) => {
+                    records.push(record)
+                }
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(collection = %self.shown, error = %e, "skipping a document")
@@ -399,6 +427,46 @@ fn check_body(data: &Data) -> Result<()> {
             "a body stored in MongoDB may not have a field {field:?}"
         ))),
         None => Ok(()),
+    }
+}
+
+/// For a filter on `id` or `version`, which name the record's own id and version unless
+/// the body has such a field: what a document whose body lacks the field must hold to
+/// match (its `_id` or `_v`), and whether that condition is exact (else it keeps more,
+/// and the in-memory check drops the rest). `None` for any other field.
+fn own_field(field: &str, want: &Value) -> Option<(Document, bool)> {
+    // Never true: the body lacks the field, and the record's own value differs.
+    let nothing = || doc! { "_id": { "$exists": false } };
+    let absent = |then: Document| {
+        let mut clause = doc! { field: { "$exists": false } };
+        clause.extend(then);
+        clause
+    };
+    match field {
+        "id" => {
+            let Value::String(id) = want else {
+                return Some((nothing(), true));
+            };
+            // Every `_id` `to_record` reads as this id: a string, an ObjectId, an integer.
+            let mut ids = vec![Bson::String(id.clone())];
+            // Only the spellings that read back as this very id (lower-case hex, no
+            // leading zeros), so the condition stays exact.
+            if let Some(oid) = ObjectId::parse_str(id).ok().filter(|o| o.to_hex() == *id) {
+                ids.push(Bson::ObjectId(oid));
+            }
+            if let Some(n) = id.parse::<i64>().ok().filter(|n| n.to_string() == *id) {
+                ids.push(Bson::Int64(n));
+            }
+            Some((absent(doc! { "_id": { "$in": ids } }), true))
+        }
+        "version" => match want.as_u64().and_then(|v| i64::try_from(v).ok()) {
+            // Version 1 is also every document whose `_v` is missing or unusable: keep
+            // them all rather than mirror `to_record`'s rules in a MongoDB filter.
+            Some(1) => Some((absent(Document::new()), false)),
+            Some(v) if v > 1 => Some((absent(doc! { "_v": { "$eq": v } }), true)),
+            _ => Some((nothing(), true)),
+        },
+        _ => None,
     }
 }
 

@@ -44,6 +44,7 @@ use tether_core::{
     ResourceName, Result, Write, WriteKind,
 };
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, NoTls};
 
 /// Bumped whenever the tables below change; a schema from a newer build is refused
@@ -138,8 +139,6 @@ const GET_LIVE: &str = "SELECT version, data::text FROM tether_records
     WHERE resource = $1 AND id = $2 AND data IS NOT NULL";
 const LIVE_ROWS: &str = "SELECT id, version, data::text FROM tether_records
     WHERE resource = $1 AND data IS NOT NULL";
-const LIVE_ROWS_CONTAINING: &str = "SELECT id, version, data::text FROM tether_records
-    WHERE resource = $1 AND data IS NOT NULL AND data @> $2::text::jsonb";
 /// The unfiltered, unordered read (`all`): ordered and limited by the database.
 const LIVE_ROWS_BY_ID: &str = "SELECT id, version, data::text FROM tether_records
     WHERE resource = $1 AND data IS NOT NULL ORDER BY id COLLATE \"C\" LIMIT $2";
@@ -746,15 +745,26 @@ async fn get_record<C: GenericClient>(
 /// go into a `jsonb @>` pre-filter (GIN-indexed): containment keeps every row JSON
 /// equality keeps (and perhaps a few more, e.g. `1.0` for `1`, dropped below).
 /// Ordering happens in memory, so an ordered query reads every candidate row.
+///
+/// `id` and `version` name the record's own unless the body has such a field, so they
+/// stay out of the containment (it would drop every record whose body lacks them): a
+/// string `id` is pre-filtered against the id column or a body that has an `id`, and
+/// `version` is left to the check.
 async fn query_records<C: GenericClient>(
     client: &C,
     resource: &ResourceName,
     query: &Query,
 ) -> Result<Vec<Record>> {
     let mut containing = Data::new();
+    let mut id = None;
     for (field, want) in &query.filter {
-        if !want.is_null() && !field.contains('\0') && !has_nul(want) {
-            containing.insert(field.clone(), want.clone());
+        match (field.as_str(), want) {
+            ("id", Value::String(want)) if !want.contains('\0') => id = Some(want),
+            ("id" | "version", _) => {}
+            _ if !want.is_null() && !field.contains('\0') && !has_nul(want) => {
+                containing.insert(field.clone(), want.clone());
+            }
+            _ => {}
         }
     }
     let rows = if query.filter.is_empty() && query.order.is_none() {
@@ -769,29 +779,36 @@ async fn query_records<C: GenericClient>(
         client
             .query(&stmt, &[&resource.as_str(), &(limit as i64)])
             .await
-    } else if containing.is_empty() {
-        let stmt = client
-            .prepare_cached(LIVE_ROWS)
-            .await
-            .ctx("preparing a query")?;
-        client.query(&stmt, &[&resource.as_str()]).await
     } else {
-        let filter = data_text(&containing)?;
-        let stmt = client
-            .prepare_cached(LIVE_ROWS_CONTAINING)
-            .await
-            .ctx("preparing a query")?;
-        client.query(&stmt, &[&resource.as_str(), &filter]).await
+        let name = resource.as_str();
+        let contained = if containing.is_empty() {
+            None
+        } else {
+            Some(data_text(&containing)?)
+        };
+        let mut sql = String::from(LIVE_ROWS);
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&name];
+        if let Some(contained) = &contained {
+            params.push(contained);
+            sql.push_str(&format!(" AND data @> ${}::text::jsonb", params.len()));
+        }
+        if let Some(id) = &id {
+            params.push(id);
+            sql.push_str(&format!(" AND (id = ${} OR data ? 'id')", params.len()));
+        }
+        let stmt = client.prepare_cached(&sql).await.ctx("preparing a query")?;
+        client.query(&stmt, &params).await
     }
     .ctx("running a query")?;
     let mut records = Vec::with_capacity(rows.len());
     for row in rows {
+        let (id, version) = (parse_id(row.get(0))?, to_u64(row.get(1)));
         let data = parse_data(row.get(2))?;
-        if query.matches(&data) {
+        if query.matches(&id, version, &data) {
             records.push(Record {
                 resource: resource.clone(),
-                id: parse_id(row.get(0))?,
-                version: to_u64(row.get(1)),
+                id,
+                version,
                 data,
             });
         }

@@ -506,16 +506,20 @@ fn query_records(conn: &Connection, resource: &ResourceName, query: &Query) -> R
     let mut args = vec![resource.as_str().to_owned()];
     // A pre-filter only: `json_extract` yields the same SQL text for a JSON string as for
     // its value, so it keeps every row `Query::matches` would accept (and maybe more,
-    // which the check below drops).
+    // which the check below drops). `id` is the record's own unless the body has one,
+    // so either may hold it; `version` (a number) is left to the check below.
     for (field, want) in &query.filter {
         if let (serde_json::Value::String(want), true) = (want, plain_field(field)) {
             args.push(format!("$.{field}"));
             args.push(want.clone());
-            sql.push_str(&format!(
-                " AND json_extract(data, ?{}) = ?{}",
-                args.len() - 1,
-                args.len()
-            ));
+            let (path, value) = (args.len() - 1, args.len());
+            if field == "id" {
+                sql.push_str(&format!(
+                    " AND (id = ?{value} OR json_extract(data, ?{path}) = ?{value})"
+                ));
+            } else {
+                sql.push_str(&format!(" AND json_extract(data, ?{path}) = ?{value}"));
+            }
         }
     }
     let mut stmt = conn.prepare_cached(&sql).ctx("preparing a query")?;
@@ -531,11 +535,11 @@ fn query_records(conn: &Connection, resource: &ResourceName, query: &Query) -> R
     let mut records = Vec::new();
     for row in rows {
         let (id, version, data) = row.ctx("reading a query row")?;
-        let data = parse_data(&data)?;
-        if query.matches(&data) {
+        let (id, data) = (parse_id(&id)?, parse_data(&data)?);
+        if query.matches(&id, version, &data) {
             records.push(Record {
                 resource: resource.clone(),
-                id: parse_id(&id)?,
+                id,
                 version,
                 data,
             });

@@ -114,9 +114,15 @@ function jsonEqual(a, b) {
   const bo = b;
   return ak.length === Object.keys(bo).length && ak.every((k) => k in bo && jsonEqual(a[k], bo[k]));
 }
-function matchesWhere(where, data) {
+function matchesWhere(where, data, record) {
   if (!where) return true;
-  return Object.entries(where).every(([k, want]) => jsonEqual(data[k] ?? null, want));
+  return Object.entries(where).every(([k, want]) => jsonEqual(fieldOf(data, k, record), want));
+}
+function fieldOf(data, field, record) {
+  if (Object.prototype.hasOwnProperty.call(data, field)) return data[field] ?? null;
+  if (record && field === "id") return record.id;
+  if (record && field === "version") return record.version;
+  return null;
 }
 function rank(v) {
   if (v === null) return 0;
@@ -818,7 +824,7 @@ var Query = class {
     for (const e of entries?.values() ?? []) {
       if (!this.members.has(e.id) && e.ops.length === 0) continue;
       const data = e.view.data;
-      if (data !== null && matchesWhere(this.options.where, data)) out.push(e.view);
+      if (data !== null && matchesWhere(this.options.where, data, e.view)) out.push(e.view);
     }
     this.records = sortRecords(out, this.options.order);
   }
@@ -979,7 +985,7 @@ var TetherStore = class extends Emitter {
       const data2 = entry.visible();
       for (const q of this.queries) {
         if (q.resource !== resource) continue;
-        if (data2 !== null && matchesWhere(q.options.where, data2)) q.members.add(id);
+        if (data2 !== null && matchesWhere(q.options.where, data2, { id, version: result.version })) q.members.add(id);
         else q.members.delete(id);
         this.dirtyQueries.add(q);
       }

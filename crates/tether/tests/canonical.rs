@@ -221,6 +221,79 @@ async fn query_subscription_sees_records_enter_change_and_leave() {
 }
 
 #[tokio::test]
+async fn query_subscriptions_filter_on_the_records_own_id_and_version() {
+    let s = TestServer::start().await;
+    let mut writer = s.client().await;
+    writer.recv().await;
+    for id in ["t1", "t2"] {
+        writer
+            .request(
+                json!({"type": "create", "resource": "tasks", "id": id, "data": {"done": false}}),
+            )
+            .await;
+    }
+    let ids = |snap: &Value| {
+        snap["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let kind_and_id = |m: &Value| (m["type"].clone(), m["id"].clone());
+
+    let mut one = s.client().await;
+    one.recv().await;
+    let snap = one
+        .request(json!({"type": "subscribe", "sub": "one", "resource": "tasks", "where": {"id": "t1", "done": false}}))
+        .await;
+    assert_eq!(ids(&snap), ["t1"]);
+    let mut fresh = s.client().await;
+    fresh.recv().await;
+    let snap = fresh
+        .request(json!({"type": "subscribe", "sub": "fresh", "resource": "tasks", "where": {"version": 1}}))
+        .await;
+    assert_eq!(ids(&snap), ["t1", "t2"]);
+
+    // t2 changes: `one` never hears of it (its next push is about t1), and it leaves
+    // `fresh` because its version is now 2.
+    writer
+        .request(json!({"type": "patch", "resource": "tasks", "id": "t2", "data": {"n": 1}}))
+        .await;
+    writer
+        .request(json!({"type": "patch", "resource": "tasks", "id": "t1", "data": {"n": 1}}))
+        .await;
+    let change = one.recv().await;
+    assert_eq!(kind_and_id(&change), (json!("PATCH"), json!("t1")));
+    assert_eq!(change["version"], 2);
+    assert_eq!(
+        kind_and_id(&fresh.recv().await),
+        (json!("DELETE"), json!("t2"))
+    );
+    assert_eq!(
+        kind_and_id(&fresh.recv().await),
+        (json!("DELETE"), json!("t1"))
+    );
+
+    // A new record enters `fresh` at version 1; t1 leaves `one` by its body.
+    writer
+        .request(
+            json!({"type": "create", "resource": "tasks", "id": "t3", "data": {"done": false}}),
+        )
+        .await;
+    let enter = fresh.recv().await;
+    assert_eq!(kind_and_id(&enter), (json!("PUT"), json!("t3")));
+    assert_eq!(enter["data"], json!({"done": false}));
+    writer
+        .request(json!({"type": "patch", "resource": "tasks", "id": "t1", "data": {"done": true}}))
+        .await;
+    assert_eq!(
+        kind_and_id(&one.recv().await),
+        (json!("DELETE"), json!("t1"))
+    );
+}
+
+#[tokio::test]
 async fn resume_delivers_exactly_the_missed_changes() {
     let s = TestServer::start().await;
     let mut writer = s.client().await;

@@ -21,6 +21,18 @@ test("where: JSON equality on top-level fields; null matches a missing field", (
   assert.ok(jsonEqual({ a: 1, b: 2 }, { b: 2, a: 1 }));
 });
 
+test("where: id and version are the record's own unless the data has them", () => {
+  const own = { id: "a", version: 3 };
+  assert.ok(matchesWhere({ id: "a", version: 3, n: 1 }, { n: 1 }, own));
+  assert.ok(!matchesWhere({ id: "b" }, { n: 1 }, own));
+  assert.ok(!matchesWhere({ version: "3" }, { n: 1 }, own));
+  assert.ok(!matchesWhere({ id: null }, {}, own));
+  assert.ok(matchesWhere({ version: 7 }, { version: 7 }, own));
+  assert.ok(!matchesWhere({ version: 3 }, { version: null }, own));
+  // Only the data's own fields count, not what every object inherits.
+  assert.ok(matchesWhere({ toString: null }, {}, own));
+});
+
 test("order: null < bool < number < string < array < object, ties by id", () => {
   const values = [{ x: 1 }, [1], "b", "a", 2, 1.5, true, false, null];
   assert.deepEqual([...values].sort(compareJson), [null, false, true, 1.5, 2, "a", "b", [1], { x: 1 }]);
