@@ -736,7 +736,7 @@ impl Engine {
         if let SubTarget::Topic { .. } = spec.target {
             sub.pending = None;
         }
-        state.subs.insert(name.clone(), sub);
+        state.subs.insert(sub);
         Ok(())
     }
 
@@ -1041,7 +1041,7 @@ mod tests {
         assert!(guard.filters() && !guard.allows(&id, &bobs));
         // The guard pushes are checked with is the new one too.
         let state = outbox.lock();
-        let held = &state.subs[&name].guard;
+        let held = &state.subs.get(&name).expect("registered").guard;
         assert!(held.filters() && !held.allows(&id, &bobs));
     }
 

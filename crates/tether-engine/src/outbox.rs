@@ -9,8 +9,8 @@
 //! "snapshot being read" to "live" cannot interleave with a push.
 
 use crate::access::Identity;
-use crate::subscription::{SubState, SubView};
-use std::collections::{HashMap, VecDeque};
+use crate::subscription::{SubView, Subs};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tether_core::{Audience, Change, Outbound, Reply};
@@ -44,7 +44,7 @@ pub(crate) struct State {
     queue: VecDeque<(Outbound, usize)>,
     bytes: usize,
     closed: Option<Closed>,
-    pub(crate) subs: HashMap<Arc<str>, SubState>,
+    pub(crate) subs: Subs,
     /// The session the connection speaks for, so a topic message addressed to some
     /// sessions (`Audience::sessions`) finds them without a registry of its own.
     session: Option<Arc<str>>,

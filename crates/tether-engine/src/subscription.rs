@@ -35,7 +35,7 @@ pub(crate) struct SubState {
     pub(crate) guard: ReadGuard,
     /// The hub index entry, for removal.
     pub(crate) entry: u64,
-    name: Arc<str>,
+    pub(crate) name: Arc<str>,
 }
 
 pub(crate) enum SubView {
@@ -123,6 +123,74 @@ impl SubState {
     }
 }
 
+/// A connection's subscriptions, by name: a vector kept sorted by name rather than a
+/// hash map. Most connections hold one or a few subscriptions, and a hash map's
+/// smallest table holds four entries; here one costs its own size (the first slots
+/// are reserved one at a time), which matters times every idle connection.
+#[derive(Debug, Default)]
+pub(crate) struct Subs(Vec<SubState>);
+
+impl Subs {
+    fn find(&self, name: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|s| (*s.name).cmp(name))
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&SubState> {
+        self.find(name).ok().map(|i| &self.0[i])
+    }
+
+    pub(crate) fn get_mut(&mut self, name: &str) -> Option<&mut SubState> {
+        self.find(name).ok().map(|i| &mut self.0[i])
+    }
+
+    pub(crate) fn contains_key(&self, name: &str) -> bool {
+        self.find(name).is_ok()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Adds `sub`, replacing one of the same name.
+    pub(crate) fn insert(&mut self, sub: SubState) {
+        match self.find(&sub.name) {
+            Ok(i) => self.0[i] = sub,
+            Err(i) => {
+                if self.0.len() == self.0.capacity() && self.0.len() < 4 {
+                    self.0.reserve_exact(1);
+                }
+                self.0.insert(i, sub);
+            }
+        }
+    }
+
+    pub(crate) fn remove(&mut self, name: &str) -> Option<SubState> {
+        let removed = self.0.remove(self.find(name).ok()?);
+        if self.0.is_empty() {
+            self.0 = Vec::new();
+        }
+        Some(removed)
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.0 = Vec::new();
+    }
+
+    /// In name order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &SubState)> {
+        self.0.iter().map(|s| (&s.name, s))
+    }
+
+    pub(crate) fn values(&self) -> impl Iterator<Item = &SubState> {
+        self.0.iter()
+    }
+}
+
 /// One registered subscription, as the hub sees it.
 #[derive(Debug)]
 pub(crate) struct Entry {
@@ -155,7 +223,11 @@ pub(crate) enum Watched<'a> {
 /// Who might care about what. Registration hands back an id used to remove it.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
-    by_key: HashMap<Key, HashMap<u64, Arc<Entry>>>,
+    /// Per key, its entries by entry id. A vector, not a map: most keys (a record)
+    /// have one or a few watchers, and an inner map's smallest table would cost every
+    /// idle connection about a hundred bytes; removal scans, which only a key with
+    /// very many watchers notices (about 30 ms for 10,000 of them closing).
+    by_key: HashMap<Key, Vec<(u64, Arc<Entry>)>>,
 }
 
 static NEXT_ENTRY: AtomicU64 = AtomicU64::new(1);
@@ -163,17 +235,20 @@ static NEXT_ENTRY: AtomicU64 = AtomicU64::new(1);
 impl Index {
     pub(crate) fn insert(&mut self, target: &SubTarget, entry: Entry) -> u64 {
         let id = NEXT_ENTRY.fetch_add(1, Ordering::Relaxed);
-        self.by_key
-            .entry(key(target))
-            .or_default()
-            .insert(id, Arc::new(entry));
+        let entries = self.by_key.entry(key(target)).or_default();
+        if entries.len() == entries.capacity() && entries.len() < 4 {
+            entries.reserve_exact(1);
+        }
+        entries.push((id, Arc::new(entry)));
         id
     }
 
     pub(crate) fn remove(&mut self, target: &SubTarget, id: u64) {
         let k = key(target);
         if let Some(entries) = self.by_key.get_mut(&k) {
-            entries.remove(&id);
+            if let Some(at) = entries.iter().position(|(e, _)| *e == id) {
+                entries.swap_remove(at);
+            }
             if entries.is_empty() {
                 self.by_key.remove(&k);
             }
@@ -187,14 +262,14 @@ impl Index {
         by_record
             .into_iter()
             .chain(by_resource)
-            .flat_map(|m| m.values().cloned())
+            .flat_map(|m| m.iter().map(|(_, e)| e.clone()))
             .collect()
     }
 
     pub(crate) fn for_topic(&self, topic: &str) -> Vec<Arc<Entry>> {
         self.by_key
             .get(&Key::Topic(topic.into()))
-            .map(|m| m.values().cloned().collect())
+            .map(|m| m.iter().map(|(_, e)| e.clone()).collect())
             .unwrap_or_default()
     }
 
@@ -210,7 +285,7 @@ impl Index {
             if !pick(watched) {
                 continue;
             }
-            for entry in entries.values() {
+            for (_, entry) in entries {
                 if seen.insert(entry.outbox.id()) {
                     found.push(entry.outbox.clone());
                 }
@@ -220,6 +295,6 @@ impl Index {
     }
 
     pub(crate) fn count(&self) -> usize {
-        self.by_key.values().map(HashMap::len).sum()
+        self.by_key.values().map(Vec::len).sum()
     }
 }
