@@ -4,7 +4,7 @@
 #   /echo          the transport alone (accept loop, upgrade, frame limits, close
 #                  codes): every case but compression (12.*, 13.*: permessage-deflate
 #                  is not offered) - 301 cases.
-#   /echo/session  a real session (reader, writer, outbox, limits) with a codec that
+#   /echo/session  a real session (its one task, outbox, limits) with a codec that
 #                  echoes text: the same minus the binary-message cases (1.2.*, 9.2.*,
 #                  9.4.*, 9.6.*, 9.8.*), which Tether's text-only protocols answer with
 #                  an error by design - 266 cases.

@@ -98,6 +98,18 @@ struct InFlight {
     commit: Committing,
 }
 
+/// Who ended the connection, which decides how the close goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// The client sent a close frame: answer it and close.
+    Client,
+    /// The server closes (shutdown, limits, timers): send the close frame and wait,
+    /// bounded, for the client's reply.
+    Server,
+    /// The client broke the protocol: send the close frame and close at once.
+    Failed,
+}
+
 /// Whether the session goes on after a frame.
 enum Flow {
     Continue,
@@ -222,7 +234,7 @@ impl Session {
             tokio::pin!(stop);
             let timer = tokio::time::sleep_until(timers.next_wake());
             tokio::pin!(timer);
-            let mut client_closed = false;
+            let mut ending = Ending::Server;
 
             let code = loop {
                 // What the outbox holds goes to the socket first, unless the socket is backed
@@ -263,7 +275,7 @@ impl Session {
                             Some(Ok(Message::Ping(_))) => session.handle_ping(),
                             Some(Ok(Message::Pong(_) | Message::Frame(_))) => Flow::Continue,
                             Some(Ok(Message::Close(_))) | None => {
-                                client_closed = true;
+                                ending = Ending::Client;
                                 break close_codes::NORMAL;
                             }
                             Some(Err(e)) => {
@@ -271,6 +283,7 @@ impl Session {
                                 // the transport cannot go on, so close with the code that
                                 // says why.
                                 tracing::debug!(session = %session.id, error = %e, "websocket error");
+                                ending = Ending::Failed;
                                 Flow::Close(close_codes::for_websocket_error(&e))
                             }
                         };
@@ -302,14 +315,14 @@ impl Session {
             }
             // Boxed: the closing steps' timers would otherwise be part of every idle
             // connection's future.
-            Box::pin(session.close(code, client_closed)).await;
+            Box::pin(session.close(code, ending)).await;
         }
     }
 
     /// Ends the connection: answers the writes in flight, sends what is queued, then
     /// the close frame (or the reply to the client's), and waits a bounded time for
     /// the client to finish the handshake.
-    async fn close(&mut self, code: u16, client_closed: bool) {
+    async fn close(&mut self, code: u16, ending: Ending) {
         // Writes in flight are committed whatever happens; answer them before the close
         // frame, so a client told "going away" knows exactly which of its writes landed.
         self.finish_writes().await;
@@ -317,19 +330,29 @@ impl Session {
         while let Ok(Some(batch)) = self.outbox.try_take() {
             self.send(batch);
         }
-        if client_closed {
-            self.socket.flush_protocol();
-        } else {
-            self.socket.close(code, close_codes::reason(code));
+        match ending {
+            Ending::Client => self.socket.flush_protocol(),
+            Ending::Server | Ending::Failed => {
+                self.socket.close(code, close_codes::reason(code));
+            }
         }
-        // Read on, discarding, until the client's close reply or the end of the stream,
-        // for a bounded time. A socket dropped with unread data in it is reset, and the
-        // reset can destroy the close frame before the client has read it: a client still
-        // sending would never learn why (1001, 4008, ...).
-        let _ = tokio::time::timeout(CLOSE_GRACE, async {
-            while let Some(Ok(_)) = self.socket.next().await {}
-        })
-        .await;
+        if ending == Ending::Failed {
+            // The client broke the protocol (RFC 6455 "fail the connection"): send
+            // the close frame and close, without waiting for a reply that may never be
+            // framed right. What it already sent is read and dropped first, so the
+            // close is a FIN rather than a reset that could destroy the close frame.
+            let _ = tokio::time::timeout(FINAL_FLUSH, self.socket.flush()).await;
+            self.socket.discard_readable().await;
+        } else {
+            // Read on, discarding, until the client's close reply or the end of the
+            // stream, for a bounded time. A socket dropped with unread data in it is
+            // reset, and the reset can destroy the close frame before the client has
+            // read it: a client still sending would never learn why (1001, 4008, ...).
+            let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                while let Some(Ok(_)) = self.socket.next().await {}
+            })
+            .await;
+        }
         let _ = tokio::time::timeout(FINAL_FLUSH, self.socket.flush()).await;
         let dialect = self.dialect;
         metrics::gauge!("tether_connections", "dialect" => dialect).decrement(1.0);

@@ -29,7 +29,7 @@ use tether_core::{Op, Outbound, Reply, Tag};
 use tether_dialects::{Codec, MsgNo, Rejected, Request};
 use tungstenite::Message;
 
-/// How long a connection that broke the protocol is drained before it is dropped.
+/// How long the last bytes to a closing connection may take.
 const DRAIN: Duration = Duration::from_secs(2);
 
 pub fn routes() -> Router<AppState> {
@@ -68,12 +68,11 @@ async fn echo(mut socket: Socket) {
             Some(Err(e)) => break close_codes::for_websocket_error(&e),
         }
     };
+    // A broken frame fails the connection: the close frame, then close (as the
+    // session does; see `Session::close`).
     socket.close(code, close_codes::reason(code));
-    let _ = tokio::time::timeout(DRAIN, async {
-        while let Some(Ok(_)) = socket.next().await {}
-    })
-    .await;
     let _ = tokio::time::timeout(DRAIN, socket.flush()).await;
+    socket.discard_readable().await;
 }
 
 async fn through_session(

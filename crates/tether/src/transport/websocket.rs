@@ -127,7 +127,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             return Poll::Pending;
         }
         loop {
-            if self.unread_from < self.unread.len() {
+            // Even with nothing unread here the protocol may hold whole frames: it
+            // reads ahead in small chunks, so one read can take the next frame too.
+            {
                 let mut feed = Feed {
                     input: &self.unread[self.unread_from..],
                     consumed: 0,
@@ -136,7 +138,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 };
                 let result = self.protocol.read(&mut feed);
                 self.unread_from += feed.consumed;
-                if self.unread_from == self.unread.len() {
+                if self.unread_from == self.unread.len() && !self.unread.is_empty() {
                     self.unread = Vec::new();
                     self.unread_from = 0;
                 }
@@ -144,6 +146,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     Err(Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
                     other => return Poll::Ready(finish(other)),
                 }
+            }
+            if !self.protocol.can_read() {
+                // The close handshake is over (or the client's close is being
+                // answered): the protocol queues its reply and ends here, so the
+                // server closes the TCP connection first, as RFC 6455 prefers,
+                // rather than waiting on a socket the client will not write to.
+                let mut feed = Feed {
+                    input: &[],
+                    consumed: 0,
+                    eof: false,
+                    output: &mut self.unwritten,
+                };
+                let _ = self.protocol.read(&mut feed);
+                return Poll::Ready(None);
             }
             let mut chunk = [0u8; READ_CHUNK];
             let mut buf = ReadBuf::new(&mut chunk);
@@ -239,6 +255,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             self.unwritten_from = 0;
         }
         Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    /// Reads and drops whatever the client has already sent, without waiting for
+    /// more: before closing a connection the protocol can no longer follow.
+    pub async fn discard_readable(&mut self) {
+        self.unread = Vec::new();
+        self.unread_from = 0;
+        std::future::poll_fn(|cx| loop {
+            let mut chunk = [0u8; READ_CHUNK];
+            let mut buf = ReadBuf::new(&mut chunk);
+            match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => continue,
+                _ => return Poll::Ready(()),
+            }
+        })
+        .await
     }
 
     /// Writes everything queued.
