@@ -55,6 +55,18 @@ struct Feed<'a> {
     output: &'a mut Vec<u8>,
 }
 
+impl<'a> Feed<'a> {
+    /// For the protocol's writes (and its view of a socket with nothing to read).
+    fn nothing(output: &'a mut Vec<u8>) -> Self {
+        Feed {
+            input: &[],
+            consumed: 0,
+            eof: false,
+            output,
+        }
+    }
+}
+
 impl Read for Feed<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let rest = &self.input[self.consumed..];
@@ -152,12 +164,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 // answered): the protocol queues its reply and ends here, so the
                 // server closes the TCP connection first, as RFC 6455 prefers,
                 // rather than waiting on a socket the client will not write to.
-                let mut feed = Feed {
-                    input: &[],
-                    consumed: 0,
-                    eof: false,
-                    output: &mut self.unwritten,
-                };
+                let mut feed = Feed::nothing(&mut self.unwritten);
                 let _ = self.protocol.read(&mut feed);
                 return Poll::Ready(None);
             }
@@ -201,12 +208,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// Queues a message of any kind through the protocol (pings, echoes).
     pub fn send(&mut self, message: Message) -> Result<(), Error> {
-        let mut feed = Feed {
-            input: &[],
-            consumed: 0,
-            eof: false,
-            output: &mut self.unwritten,
-        };
+        let mut feed = Feed::nothing(&mut self.unwritten);
         self.protocol.write(&mut feed, message)?;
         self.protocol.flush(&mut feed)
     }
@@ -214,12 +216,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Queues the close frame (once; later calls and a close after the client's do
     /// nothing). The connection ends when the client answers or goes.
     pub fn close(&mut self, code: u16, reason: &str) {
-        let mut feed = Feed {
-            input: &[],
-            consumed: 0,
-            eof: false,
-            output: &mut self.unwritten,
-        };
+        let mut feed = Feed::nothing(&mut self.unwritten);
         let frame = CloseFrame {
             code: code.into(),
             reason: reason.to_owned().into(),
@@ -230,12 +227,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// Moves the protocol's own queued frames (a close reply) into the outgoing buffer.
     pub fn flush_protocol(&mut self) {
-        let mut feed = Feed {
-            input: &[],
-            consumed: 0,
-            eof: false,
-            output: &mut self.unwritten,
-        };
+        let mut feed = Feed::nothing(&mut self.unwritten);
         let _ = self.protocol.flush(&mut feed);
     }
 
