@@ -48,6 +48,7 @@ impl Hub {
         store: Arc<dyn Store>,
         bus: Arc<dyn Bus>,
         check: Duration,
+        mut stopped: tokio::sync::watch::Receiver<()>,
     ) {
         let mut rx = bus.subscribe();
         // Whatever committed between start-up and subscribing is read from the store.
@@ -56,6 +57,8 @@ impl Hub {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                // The engine is gone (its last clone dropped): nobody is left to serve.
+                _ = stopped.changed() => break,
                 message = rx.recv() => match message {
                     Ok(BusMessage::Change(change)) => self.on_change(&*store, change).await,
                     Ok(BusMessage::Topic { topic, data, to }) => {

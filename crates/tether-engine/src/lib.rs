@@ -31,7 +31,7 @@ use tether_core::{
     ResourceName, Result, ResyncReason, Since, SubSpec, SubTarget, Tag, Write,
 };
 use tether_store::{ConsistentRead, ReadTarget, Replay, ResourceInfo, Store};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 pub use access::{Access, Identity, ReadGuard};
 pub use knobs::Knobs;
@@ -77,6 +77,8 @@ pub struct Engine {
 }
 
 struct Inner {
+    /// Dropped with the last Engine clone, which stops the hub and the compactor.
+    _stop: watch::Sender<()>,
     store: Arc<dyn Store>,
     bus: Arc<dyn Bus>,
     hub: Arc<Hub>,
@@ -139,6 +141,10 @@ impl Engine {
     ) -> Result<Engine> {
         let head = store.head().await?;
         let hub = Arc::new(Hub::new(head));
+        // The background tasks end when the last Engine clone is gone: the sender lives
+        // in `Inner`, and its drop ends every receiver's wait. (The committer ends on
+        // its own when the write queue's sender goes the same way.)
+        let (stop, stopped) = watch::channel(());
         let (writes, queue) = mpsc::channel(knobs.commit_queue);
         tokio::spawn(commit::run_committer(
             store.clone(),
@@ -146,10 +152,12 @@ impl Engine {
             queue,
             knobs.max_commit_batch,
         ));
-        tokio::spawn(
-            hub.clone()
-                .run(store.clone(), bus.clone(), knobs.hub_check_interval),
-        );
+        tokio::spawn(hub.clone().run(
+            store.clone(),
+            bus.clone(),
+            knobs.hub_check_interval,
+            stopped.clone(),
+        ));
         // Presence crosses nodes only on a shared bus; one node keeps it in memory.
         let presence = if bus.is_shared() {
             let (presence, outgoing) = Presence::networked();
@@ -168,6 +176,7 @@ impl Engine {
             store.clone(),
             knobs.log_retention,
             knobs.compaction_interval,
+            stopped,
         ));
         Ok(Engine {
             inner: Arc::new(Inner {
@@ -184,6 +193,7 @@ impl Engine {
                 replaced: Mutex::new(Vec::new()),
                 retained: Mutex::new(HashMap::new()),
                 owners: Mutex::new(HashMap::new()),
+                _stop: stop,
             }),
         })
     }
@@ -899,11 +909,19 @@ impl Engine {
 
 /// Keeps the change log to the last `retention` changes. The hub lags the head by
 /// moments, never by a million changes, so it is not cut off.
-async fn compact_periodically(store: Arc<dyn Store>, retention: u64, every: std::time::Duration) {
+async fn compact_periodically(
+    store: Arc<dyn Store>,
+    retention: u64,
+    every: std::time::Duration,
+    mut stopped: watch::Receiver<()>,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopped.changed() => return,
+        }
         let head = match store.head().await {
             Ok(head) => head,
             Err(e) => {
