@@ -19,6 +19,7 @@
 
 use bytes::Bytes;
 use std::io::{self, Read, Write};
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -28,7 +29,7 @@ use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext}
 use tungstenite::{Error, Message};
 
 /// How much one read takes from the socket at most. It lives on the stack only for
-/// the duration of the read.
+/// the duration of the read, uninitialized: zeroing 16 KiB per read showed in profiles.
 const READ_CHUNK: usize = 16 * 1024;
 
 /// A WebSocket over `S`, after the HTTP upgrade.
@@ -168,8 +169,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 let _ = self.protocol.read(&mut feed);
                 return Poll::Ready(None);
             }
-            let mut chunk = [0u8; READ_CHUNK];
-            let mut buf = ReadBuf::new(&mut chunk);
+            let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+            let mut buf = ReadBuf::uninit(&mut chunk);
             if let Err(e) = ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf)) {
                 return Poll::Ready(Some(Err(Error::Io(e))));
             }
@@ -255,8 +256,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         self.unread = Vec::new();
         self.unread_from = 0;
         std::future::poll_fn(|cx| loop {
-            let mut chunk = [0u8; READ_CHUNK];
-            let mut buf = ReadBuf::new(&mut chunk);
+            let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+            let mut buf = ReadBuf::uninit(&mut chunk);
             match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
                 Poll::Ready(Ok(())) if !buf.filled().is_empty() => continue,
                 _ => return Poll::Ready(()),
