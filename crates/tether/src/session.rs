@@ -269,7 +269,8 @@ impl Session {
                                 Box::pin(session.handle_text(text.as_str())).await
                             }
                             Some(Ok(Message::Binary(_))) => {
-                                session.finish_writes().await;
+                                // Boxed for the same reason as the text handler.
+                                Box::pin(session.finish_writes()).await;
                                 session.handle_binary()
                             }
                             Some(Ok(Message::Ping(_))) => session.handle_ping(),
