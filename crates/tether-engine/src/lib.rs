@@ -22,7 +22,7 @@ pub mod subscription;
 use commit::PendingWrite;
 use hub::Hub;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::Instant;
 use subscription::{Entry, SubState, Watched};
 use tether_bus::{Bus, BusMessage};
@@ -79,6 +79,8 @@ pub struct Engine {
 struct Inner {
     /// Dropped with the last Engine clone, which stops the hub and the compactor.
     _stop: watch::Sender<()>,
+    /// Every open connection's outbox, for [`Engine::go_away`].
+    connections: Mutex<HashMap<u64, Weak<Outbox>>>,
     store: Arc<dyn Store>,
     bus: Arc<dyn Bus>,
     hub: Arc<Hub>,
@@ -194,6 +196,7 @@ impl Engine {
                 retained: Mutex::new(HashMap::new()),
                 owners: Mutex::new(HashMap::new()),
                 _stop: stop,
+                connections: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -307,7 +310,30 @@ impl Engine {
     }
 
     pub fn new_outbox(&self) -> Arc<Outbox> {
-        Outbox::new(self.inner.knobs.outbox_max_bytes)
+        let outbox = Outbox::new(self.inner.knobs.outbox_max_bytes);
+        self.connections()
+            .insert(outbox.id(), Arc::downgrade(&outbox));
+        outbox
+    }
+
+    fn connections(&self) -> MutexGuard<'_, HashMap<u64, Weak<Outbox>>> {
+        self.inner
+            .connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Asks every connection to close with "going away" (shutdown): each answers its
+    /// writes in flight, sends what is queued, then closes (1001).
+    pub fn go_away(&self) {
+        let outboxes: Vec<Arc<Outbox>> = self
+            .connections()
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for outbox in outboxes {
+            outbox.go_away();
+        }
     }
 
     pub fn subscription_count(&self) -> usize {
@@ -816,6 +842,7 @@ impl Engine {
         }
         self.inner.presence.leave_all(outbox);
         outbox.close();
+        self.connections().remove(&outbox.id());
         let who = outbox.identity().subject.clone();
         self.release_session(session);
         let mut retained = self

@@ -29,6 +29,11 @@ pub enum Closed {
     /// by ([`crate::Engine::replace_access`]); it reconnects and resumes under the new
     /// rule.
     AccessChanged,
+    /// The server is shutting down ([`crate::Engine::go_away`]). Unlike the others
+    /// this does not stop the outbox: what is queued is taken first, and replies to
+    /// writes still in flight may follow, so the client learns which of its writes
+    /// landed before the connection closes.
+    GoingAway,
 }
 
 #[derive(Debug)]
@@ -48,6 +53,8 @@ pub(crate) struct State {
     /// The session the connection speaks for, so a topic message addressed to some
     /// sessions (`Audience::sessions`) finds them without a registry of its own.
     session: Option<Arc<str>>,
+    /// The server asked the connection to close ([`Outbox::go_away`]).
+    going_away: bool,
     /// Who the connection authenticated as; every subscription is checked against it.
     /// `None` until the session sets it, which counts as anonymous (deny by default).
     identity: Option<Arc<Identity>>,
@@ -155,14 +162,29 @@ impl Outbox {
         }
         match state.closed {
             Some(closed) => Err(closed),
+            None if state.going_away => Err(Closed::GoingAway),
             None => Ok(None),
         }
     }
 
-    /// Why the outbox stopped, if it stopped for a reason that drops what is queued
-    /// (a slow consumer, changed access rules).
+    /// Asks the connection to close because the server is shutting down: its next
+    /// [`Outbox::try_take`] after the queue is empty says [`Closed::GoingAway`]. One
+    /// signal through the outbox the session already waits on, rather than a shutdown
+    /// receiver (and its wait) in every idle connection's state.
+    pub fn go_away(&self) {
+        self.lock().going_away = true;
+        self.wake();
+    }
+
+    /// Why the connection must end now whatever is queued: a slow consumer, changed
+    /// access rules, or shutdown.
     pub fn closing(&self) -> Option<Closed> {
-        self.lock().closed.filter(|c| *c != Closed::Gone)
+        let state = self.lock();
+        match state.closed {
+            Some(Closed::Gone) => None,
+            Some(why) => Some(why),
+            None => state.going_away.then_some(Closed::GoingAway),
+        }
     }
 
     /// Resolves after something was queued or the outbox closed since the last call

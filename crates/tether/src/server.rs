@@ -36,7 +36,6 @@ pub struct TransportLimits {
 pub struct AppState {
     pub engine: Engine,
     pub limits: TransportLimits,
-    pub shutdown: watch::Receiver<bool>,
     pub metrics: Option<PrometheusHandle>,
     /// Authentication and browser-origin settings every request is checked against.
     pub security: Arc<crate::security::Security>,
@@ -201,6 +200,14 @@ pub async fn start(config: Config) -> Result<Server> {
         &engine,
     )?;
     let (shutdown, shutdown_rx) = watch::channel(false);
+    // Sessions learn of shutdown through their outboxes (one signal they already wait
+    // on): when the server stops, or is dropped, every connection is asked to go away.
+    let mut stopping = shutdown_rx.clone();
+    let going_away = engine.clone();
+    tokio::spawn(async move {
+        let _ = stopping.wait_for(|stop| *stop).await;
+        going_away.go_away();
+    });
     let security = Arc::new(loaded.security);
     let reloader = AuthReloader::new(&config.security, security.clone(), engine.clone());
     let watching = reloader.as_ref().and_then(AuthReloader::watch);
@@ -214,7 +221,6 @@ pub async fn start(config: Config) -> Result<Server> {
             ping_interval: config.ping_interval,
             idle_timeout: config.idle_timeout,
         },
-        shutdown: shutdown_rx.clone(),
         metrics: crate::telemetry::metrics_handle(),
         security,
     };

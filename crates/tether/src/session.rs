@@ -30,7 +30,6 @@ use tether_core::{
 };
 use tether_dialects::{Codec, MsgNo, Rejected, Request};
 use tether_engine::{Closed, Committing, Engine, Identity, Outbox};
-use tokio::sync::watch;
 use tungstenite::Message;
 
 /// A client's WebSocket, as the transport hands it over.
@@ -150,17 +149,16 @@ impl Timers {
     }
 }
 
-/// Runs a connection to its end. `shutdown` turning true closes it with 1001.
+/// Runs a connection to its end. [`Engine::go_away`] (shutdown) closes it with 1001.
 pub fn run(
     socket: Socket,
     engine: Engine,
     codec: Box<dyn Codec>,
     dialect: &'static str,
     limits: Limits,
-    shutdown: watch::Receiver<bool>,
 ) -> impl Future<Output = ()> + Send + 'static {
     let anonymous = Identity::shared_anonymous();
-    run_as(socket, engine, codec, dialect, limits, shutdown, anonymous)
+    run_as(socket, engine, codec, dialect, limits, anonymous)
 }
 
 /// [`run`] for an authenticated caller: every op is checked against `who`'s access,
@@ -175,7 +173,6 @@ pub fn run_as(
     codec: Box<dyn Codec>,
     dialect: &'static str,
     limits: Limits,
-    shutdown: watch::Receiver<bool>,
     who: Arc<Identity>,
 ) -> impl Future<Output = ()> + Send + 'static {
     let outbox = engine.new_outbox();
@@ -210,7 +207,7 @@ pub fn run_as(
         epoch: engine.epoch().clone(),
         position: engine.position(),
     });
-    session.serve(shutdown, timers)
+    session.serve(timers)
 }
 
 impl Session {
@@ -220,25 +217,19 @@ impl Session {
     /// the future's locals and keeps both copies, and the session is most of what an
     /// idle connection's future holds.
     #[allow(clippy::manual_async_fn)] // on purpose: see above
-    fn serve(
-        mut self,
-        mut shutdown: watch::Receiver<bool>,
-        mut timers: Timers,
-    ) -> impl Future<Output = ()> + Send {
+    fn serve(mut self, mut timers: Timers) -> impl Future<Output = ()> + Send {
         async move {
             let session = &mut self;
             let outbox = session.outbox.clone();
-            let stop = async {
-                let _ = shutdown.wait_for(|stop| *stop).await;
-            };
-            tokio::pin!(stop);
             let timer = tokio::time::sleep_until(timers.next_wake());
             tokio::pin!(timer);
             let mut ending = Ending::Server;
 
             let code = loop {
                 // What the outbox holds goes to the socket first, unless the socket is backed
-                // up: then it waits in the outbox, which counts it against its bound.
+                // up: then it waits in the outbox, which counts it against its bound. The
+                // outbox also carries shutdown (`GoingAway`), checked here every turn so
+                // a flooding client cannot delay it.
                 if session.socket.unwritten() < SOCKET_HIGH_WATER {
                     match outbox.try_take() {
                         Ok(Some(batch)) => session.send(batch),
@@ -248,11 +239,10 @@ impl Session {
                 } else if let Some(why) = outbox.closing() {
                     break closed_code(why);
                 }
-                // Biased: shutdown first so a flooding client cannot delay it, and frames
-                // before the timers so one that waited behind a slow request counts.
+                // Biased: frames before the timers, so one that waited behind a slow
+                // request counts.
                 tokio::select! {
                     biased;
-                    _ = &mut stop => break close_codes::GOING_AWAY,
                     // Before new frames: answering is what lets a pipelining client go on.
                     written = next_written(&mut session.in_flight), if !session.in_flight.is_empty() => {
                         session.answer_write(written);
@@ -367,6 +357,7 @@ fn closed_code(why: Closed) -> u16 {
         Closed::SlowConsumer => close_codes::SLOW_CONSUMER,
         Closed::AccessChanged => close_codes::ACCESS_CHANGED,
         Closed::Gone => close_codes::NORMAL,
+        Closed::GoingAway => close_codes::GOING_AWAY,
     }
 }
 
@@ -432,7 +423,7 @@ impl Session {
         }
         match self.outbox.try_take() {
             Ok(Some(batch)) => self.send(batch),
-            Ok(None) | Err(Closed::Gone) => {}
+            Ok(None) | Err(Closed::Gone | Closed::GoingAway) => {}
             Err(why) => return Flow::Close(closed_code(why)),
         }
         let _ = self.socket.flush().now_or_never();

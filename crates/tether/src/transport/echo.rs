@@ -88,7 +88,6 @@ async fn through_session(
             Box::new(EchoCodec::default()),
             "echo",
             session_limits(&limits),
-            state.shutdown.clone(),
         )
         .map(move |()| drop(slot))
     })

@@ -86,7 +86,6 @@ async fn upgrade(
             codec,
             dialect.name(),
             session_limits(&limits),
-            state.shutdown.clone(),
             caller.identity,
         )
         .instrument(span)
