@@ -5,8 +5,8 @@
 //!
 //! - `/echo`: the transport alone. The same accept loop, upgrade, frame limits and
 //!   close codes as every dialect; echoes text and binary messages.
-//! - `/echo/session`: the whole connection path of a dialect. A real session (reader,
-//!   writer, outbox, rate and idle limits, shutdown) with a codec that answers each
+//! - `/echo/session`: the whole connection path of a dialect. A real session (its one
+//!   task, outbox, rate and idle limits, shutdown) with a codec that answers each
 //!   text message with itself. Binary frames get the same error every dialect sends,
 //!   so the suite's binary echo cases do not apply here.
 //!
