@@ -103,7 +103,8 @@ impl Outbox {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn max_bytes(&self) -> usize {
+    /// The bound on queued bytes past which the connection counts as a slow consumer.
+    pub fn max_bytes(&self) -> usize {
         self.max_bytes
     }
 
@@ -191,11 +192,6 @@ impl Outbox {
     /// (a wake-up may find nothing new: take with [`Outbox::try_take`]).
     pub async fn changed(&self) {
         self.notify.notified().await
-    }
-
-    /// The bound on queued bytes past which the connection counts as a slow consumer.
-    pub fn byte_limit(&self) -> usize {
-        self.max_bytes
     }
 
     /// Bytes waiting to be written.

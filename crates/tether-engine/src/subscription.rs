@@ -161,9 +161,7 @@ impl Subs {
         match self.find(&sub.name) {
             Ok(i) => self.0[i] = sub,
             Err(i) => {
-                if self.0.len() == self.0.capacity() && self.0.len() < 4 {
-                    self.0.reserve_exact(1);
-                }
+                grow_one_while_small(&mut self.0);
                 self.0.insert(i, sub);
             }
         }
@@ -188,6 +186,16 @@ impl Subs {
 
     pub(crate) fn values(&self) -> impl Iterator<Item = &SubState> {
         self.0.iter()
+    }
+}
+
+/// Makes room for one more element, one slot at a time while `v` is small: a
+/// vector's first growth reserves four slots, and most of these vectors (a
+/// connection's subscriptions, a record's watchers) hold one, times every idle
+/// connection. Past four it grows as usual.
+fn grow_one_while_small<T>(v: &mut Vec<T>) {
+    if v.len() == v.capacity() && v.len() < 4 {
+        v.reserve_exact(1);
     }
 }
 
@@ -236,9 +244,7 @@ impl Index {
     pub(crate) fn insert(&mut self, target: &SubTarget, entry: Entry) -> u64 {
         let id = NEXT_ENTRY.fetch_add(1, Ordering::Relaxed);
         let entries = self.by_key.entry(key(target)).or_default();
-        if entries.len() == entries.capacity() && entries.len() < 4 {
-            entries.reserve_exact(1);
-        }
+        grow_one_while_small(entries);
         entries.push((id, Arc::new(entry)));
         id
     }

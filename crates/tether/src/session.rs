@@ -330,7 +330,7 @@ impl Session {
         if ending == Ending::Failed {
             // The client broke the protocol (RFC 6455 "fail the connection"): send
             // the close frame and close, without waiting for a reply that may never be
-            // framed right. What it already sent is read and dropped first, so the
+            // framed right. What it already sent is read and dropped last, so the
             // close is a FIN rather than a reset that could destroy the close frame.
             let _ = tokio::time::timeout(FINAL_FLUSH, self.socket.flush()).await;
             self.socket.discard_readable().await;
@@ -343,8 +343,8 @@ impl Session {
                 while let Some(Ok(_)) = self.socket.next().await {}
             })
             .await;
+            let _ = tokio::time::timeout(FINAL_FLUSH, self.socket.flush()).await;
         }
-        let _ = tokio::time::timeout(FINAL_FLUSH, self.socket.flush()).await;
         let dialect = self.dialect;
         metrics::gauge!("tether_connections", "dialect" => dialect).decrement(1.0);
         tracing::debug!(session = %self.id, dialect, "disconnected");
@@ -417,7 +417,7 @@ impl Session {
     /// many requests is not mistaken for a slow consumer. A client that reads nothing
     /// still is one, once the socket holds more than the outbox's bound.
     fn spill(&mut self) -> Flow {
-        let limit = self.outbox.byte_limit();
+        let limit = self.outbox.max_bytes();
         if self.outbox.queued_bytes() <= limit / 2 {
             return Flow::Continue;
         }

@@ -142,23 +142,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         loop {
             // Even with nothing unread here the protocol may hold whole frames: it
             // reads ahead in small chunks, so one read can take the next frame too.
-            {
-                let mut feed = Feed {
-                    input: &self.unread[self.unread_from..],
-                    consumed: 0,
-                    eof: false,
-                    output: &mut self.unwritten,
-                };
-                let result = self.protocol.read(&mut feed);
-                self.unread_from += feed.consumed;
-                if self.unread_from == self.unread.len() && !self.unread.is_empty() {
-                    self.unread = Vec::new();
-                    self.unread_from = 0;
-                }
-                match result {
-                    Err(Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    other => return Poll::Ready(finish(other)),
-                }
+            let (consumed, message) = feed(
+                &mut self.protocol,
+                &self.unread[self.unread_from..],
+                false,
+                &mut self.unwritten,
+            );
+            self.unread_from += consumed;
+            if self.unread_from == self.unread.len() && !self.unread.is_empty() {
+                self.unread = Vec::new();
+                self.unread_from = 0;
+            }
+            if let Some(message) = message {
+                return Poll::Ready(message);
             }
             if !self.protocol.can_read() {
                 // The close handshake is over (or the client's close is being
@@ -175,20 +171,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 return Poll::Ready(Some(Err(Error::Io(e))));
             }
             let input = buf.filled();
-            let mut feed = Feed {
+            let (consumed, message) = feed(
+                &mut self.protocol,
                 input,
-                consumed: 0,
-                eof: input.is_empty(),
-                output: &mut self.unwritten,
-            };
-            let result = self.protocol.read(&mut feed);
-            if feed.consumed < input.len() {
-                self.unread = input[feed.consumed..].to_vec();
+                input.is_empty(),
+                &mut self.unwritten,
+            );
+            if consumed < input.len() {
+                self.unread = input[consumed..].to_vec();
                 self.unread_from = 0;
             }
-            match result {
-                Err(Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
-                other => return Poll::Ready(finish(other)),
+            if let Some(message) = message {
+                return Poll::Ready(message);
             }
         }
     }
@@ -275,6 +269,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     pub async fn next(&mut self) -> Option<Result<Message, Error>> {
         std::future::poll_fn(|cx| self.poll_next(cx, true)).await
     }
+}
+
+/// Lets `protocol` read from `input` (then the end of the stream, if `eof`), its own
+/// frames (pongs, close replies) going to `output`. Returns how much it consumed, and
+/// what `poll_next` answers, or `None` when it needs more bytes.
+fn feed(
+    protocol: &mut WebSocketContext,
+    input: &[u8],
+    eof: bool,
+    output: &mut Vec<u8>,
+) -> (usize, Option<Option<Result<Message, Error>>>) {
+    let mut feed = Feed {
+        input,
+        consumed: 0,
+        eof,
+        output,
+    };
+    let result = protocol.read(&mut feed);
+    let message = match result {
+        Err(Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => None,
+        other => Some(finish(other)),
+    };
+    (feed.consumed, message)
 }
 
 /// The end of the stream, however it came, is `None`; anything else is passed on.
