@@ -684,8 +684,11 @@ impl Engine {
         for message in out {
             state.enqueue(max, message);
         }
+        let waker = state.signal();
         drop(state);
-        outbox.push_nothing();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
         Ok(())
     }
 

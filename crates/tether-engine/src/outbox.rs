@@ -13,8 +13,8 @@ use crate::subscription::{SubView, Subs};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use tether_core::{Audience, Change, Outbound, Reply};
-use tokio::sync::Notify;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -41,7 +41,6 @@ pub struct Outbox {
     id: u64,
     max_bytes: usize,
     state: Mutex<State>,
-    notify: Notify,
 }
 
 #[derive(Debug, Default)]
@@ -58,6 +57,12 @@ pub(crate) struct State {
     /// Who the connection authenticated as; every subscription is checked against it.
     /// `None` until the session sets it, which counts as anonymous (deny by default).
     identity: Option<Arc<Identity>>,
+    /// The connection's one task, parked in [`Outbox::poll_changed`], and whether
+    /// something changed since it last looked. A waker under the lock every change
+    /// already takes, rather than a `Notify`: its wait future would be part of every
+    /// idle connection's state.
+    waker: Option<Waker>,
+    changed: bool,
 }
 
 impl State {
@@ -80,6 +85,14 @@ impl State {
         self.queue.push_back((message, size));
         true
     }
+
+    /// Records a change for the connection's task; the caller wakes what this returns
+    /// once it has released the lock.
+    #[must_use]
+    pub(crate) fn signal(&mut self) -> Option<Waker> {
+        self.changed = true;
+        self.waker.take()
+    }
 }
 
 impl Outbox {
@@ -88,7 +101,6 @@ impl Outbox {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             max_bytes,
             state: Mutex::new(State::default()),
-            notify: Notify::new(),
         })
     }
 
@@ -111,8 +123,11 @@ impl Outbox {
     /// Queues a message for the client. Returns false if the outbox is closed or just
     /// overflowed.
     pub fn push(&self, message: Outbound) -> bool {
-        let accepted = self.lock().enqueue(self.max_bytes, message);
-        self.wake();
+        let mut state = self.lock();
+        let accepted = state.enqueue(self.max_bytes, message);
+        let waker = state.signal();
+        drop(state);
+        wake(waker);
         accepted
     }
 
@@ -127,21 +142,21 @@ impl Outbox {
             SubView::Push(message) => message,
         };
         state.enqueue(self.max_bytes, message);
+        let waker = state.signal();
         drop(state);
-        self.wake();
+        wake(waker);
     }
 
     /// Moves everything queued into `into`, waiting until there is something. Returns
     /// `Err` once the outbox is closed (after the queue is drained, for `Gone`; at once
-    /// otherwise).
+    /// otherwise). One task at a time may wait on an outbox.
     pub async fn next_batch(&self, into: &mut Vec<Outbound>) -> Result<(), Closed> {
         loop {
-            let notified = self.notify.notified();
             if let Some(batch) = self.try_take()? {
                 into.extend(batch);
                 return Ok(());
             }
-            notified.await;
+            std::future::poll_fn(|cx| self.poll_changed(cx)).await;
         }
     }
 
@@ -150,6 +165,9 @@ impl Outbox {
     /// whole, so a connection keeps no queue buffer between batches.
     pub fn try_take(&self) -> Result<Option<impl Iterator<Item = Outbound>>, Closed> {
         let mut state = self.lock();
+        // What follows reports everything there is, so earlier changes need no
+        // wake-up of their own.
+        state.changed = false;
         if let Some(why @ (Closed::SlowConsumer | Closed::AccessChanged)) = state.closed {
             return Err(why);
         }
@@ -173,8 +191,11 @@ impl Outbox {
     /// signal through the outbox the session already waits on, rather than a shutdown
     /// receiver (and its wait) in every idle connection's state.
     pub fn go_away(&self) {
-        self.lock().going_away = true;
-        self.wake();
+        let mut state = self.lock();
+        state.going_away = true;
+        let waker = state.signal();
+        drop(state);
+        wake(waker);
     }
 
     /// Why the connection must end now whatever is queued: a slow consumer, changed
@@ -188,10 +209,20 @@ impl Outbox {
         }
     }
 
-    /// Resolves after something was queued or the outbox closed since the last call
-    /// (a wake-up may find nothing new: take with [`Outbox::try_take`]).
-    pub async fn changed(&self) {
-        self.notify.notified().await
+    /// Ready once something was queued, or the outbox closed or was asked to go
+    /// away, since the last time it was ready (a wake-up may find nothing new: take
+    /// with [`Outbox::try_take`]). Only the connection's own task polls this: the
+    /// outbox remembers one waker.
+    pub fn poll_changed(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.lock();
+        if std::mem::take(&mut state.changed) {
+            return Poll::Ready(());
+        }
+        match &mut state.waker {
+            Some(waker) => waker.clone_from(cx.waker()),
+            None => state.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 
     /// Bytes waiting to be written.
@@ -217,8 +248,9 @@ impl Outbox {
             state.bytes = 0;
         }
         state.closed.get_or_insert(why);
+        let waker = state.signal();
         drop(state);
-        self.notify.notify_one();
+        wake(waker);
     }
 
     pub fn is_closed(&self) -> bool {
@@ -298,18 +330,15 @@ impl Outbox {
             data: data.clone(),
         };
         state.enqueue(self.max_bytes, message);
+        let waker = state.signal();
         drop(state);
-        self.wake();
+        wake(waker);
     }
 }
 
-impl Outbox {
-    /// Wakes the writer after messages were queued directly under the lock.
-    pub(crate) fn push_nothing(&self) {
-        self.wake();
-    }
-
-    fn wake(&self) {
-        self.notify.notify_one();
+/// Wakes a connection's task, outside the outbox's lock.
+fn wake(waker: Option<Waker>) {
+    if let Some(waker) = waker {
+        waker.wake();
     }
 }

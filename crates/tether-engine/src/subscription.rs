@@ -199,8 +199,10 @@ fn grow_one_while_small<T>(v: &mut Vec<T>) {
     }
 }
 
-/// One registered subscription, as the hub sees it.
-#[derive(Debug)]
+/// One registered subscription, as the hub sees it. Held by value in the index (two
+/// reference counts rather than an allocation of its own per subscription) and cloned
+/// out for delivery.
+#[derive(Debug, Clone)]
 pub(crate) struct Entry {
     pub(crate) outbox: Arc<Outbox>,
     pub(crate) name: Arc<str>,
@@ -235,7 +237,7 @@ pub(crate) struct Index {
     /// have one or a few watchers, and an inner map's smallest table would cost every
     /// idle connection about a hundred bytes; removal scans, which only a key with
     /// very many watchers notices (about 30 ms for 10,000 of them closing).
-    by_key: HashMap<Key, Vec<(u64, Arc<Entry>)>>,
+    by_key: HashMap<Key, Vec<(u64, Entry)>>,
 }
 
 static NEXT_ENTRY: AtomicU64 = AtomicU64::new(1);
@@ -245,7 +247,7 @@ impl Index {
         let id = NEXT_ENTRY.fetch_add(1, Ordering::Relaxed);
         let entries = self.by_key.entry(key(target)).or_default();
         grow_one_while_small(entries);
-        entries.push((id, Arc::new(entry)));
+        entries.push((id, entry));
         id
     }
 
@@ -262,7 +264,7 @@ impl Index {
     }
 
     /// Subscriptions that may care about a change to this record.
-    pub(crate) fn for_record(&self, resource: &ResourceName, id: &RecordId) -> Vec<Arc<Entry>> {
+    pub(crate) fn for_record(&self, resource: &ResourceName, id: &RecordId) -> Vec<Entry> {
         let by_record = self.by_key.get(&Key::Record(resource.clone(), id.clone()));
         let by_resource = self.by_key.get(&Key::Resource(resource.clone()));
         by_record
@@ -272,7 +274,7 @@ impl Index {
             .collect()
     }
 
-    pub(crate) fn for_topic(&self, topic: &str) -> Vec<Arc<Entry>> {
+    pub(crate) fn for_topic(&self, topic: &str) -> Vec<Entry> {
         self.by_key
             .get(&Key::Topic(topic.into()))
             .map(|m| m.iter().map(|(_, e)| e.clone()).collect())

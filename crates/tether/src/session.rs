@@ -21,7 +21,9 @@ use crate::transport::websocket::WebSocket;
 use futures_util::FutureExt;
 use std::collections::VecDeque;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tether_core::event::Reply;
 use tether_core::{
@@ -113,6 +115,24 @@ enum Ending {
 enum Flow {
     Continue,
     Close(u16),
+}
+
+/// What woke the session.
+enum Event {
+    Written((InFlight, Result<Reply, Error>)),
+    Frame(Option<Result<Message, tungstenite::Error>>),
+    Changed,
+    Timer,
+}
+
+/// How the session handles a frame.
+enum Handling<'a> {
+    Done(Flow),
+    Await(Pin<Box<dyn Future<Output = Flow> + Send + 'a>>),
+    /// The client sent its close frame, or the connection ended.
+    ClientClosed,
+    /// The client broke the protocol: close with this code at once.
+    Broken(u16),
 }
 
 /// When the session next has something to do on its own: ping the client, give up on
@@ -220,7 +240,6 @@ impl Session {
     fn serve(mut self, mut timers: Timers) -> impl Future<Output = ()> + Send {
         async move {
             let session = &mut self;
-            let outbox = session.outbox.clone();
             let timer = tokio::time::sleep_until(timers.next_wake());
             tokio::pin!(timer);
             let mut ending = Ending::Server;
@@ -231,74 +250,53 @@ impl Session {
                 // outbox also carries shutdown (`GoingAway`), checked here every turn so
                 // a flooding client cannot delay it.
                 if session.socket.unwritten() < SOCKET_HIGH_WATER {
-                    match outbox.try_take() {
+                    match session.outbox.try_take() {
                         Ok(Some(batch)) => session.send(batch),
                         Ok(None) => {}
                         Err(why) => break closed_code(why),
                     }
-                } else if let Some(why) = outbox.closing() {
+                } else if let Some(why) = session.outbox.closing() {
                     break closed_code(why);
                 }
-                // Biased: frames before the timers, so one that waited behind a slow
-                // request counts.
-                tokio::select! {
-                    biased;
-                    // Before new frames: answering is what lets a pipelining client go on.
-                    written = next_written(&mut session.in_flight), if !session.in_flight.is_empty() => {
-                        session.answer_write(written);
-                    }
-                    frame = std::future::poll_fn(|cx| session.socket.poll_next(cx, true)) => {
-                        timers.last_seen = Instant::now();
-                        let flow = match frame {
-                            Some(Ok(Message::Text(text))) => {
-                                metrics::counter!("tether_messages_in_total", "dialect" => session.dialect).increment(1);
-                                metrics::counter!("tether_bytes_in_total", "dialect" => session.dialect).increment(text.len() as u64);
-                                // Boxed: awaited inline, the handling future (a subscribe's
-                                // snapshot read, a write's commit) would be part of every
-                                // idle connection's state; boxed it is allocated per message.
-                                Box::pin(session.handle_text(text.as_str())).await
-                            }
-                            Some(Ok(Message::Binary(_))) => {
-                                // Boxed for the same reason as the text handler.
-                                Box::pin(session.finish_writes()).await;
-                                session.handle_binary()
-                            }
-                            Some(Ok(Message::Ping(_))) => session.handle_ping(),
-                            Some(Ok(Message::Pong(_) | Message::Frame(_))) => Flow::Continue,
-                            Some(Ok(Message::Close(_))) | None => {
-                                ending = Ending::Client;
-                                break close_codes::NORMAL;
-                            }
-                            Some(Err(e)) => {
-                                // A broken frame, one past the hard limit, or a failed write:
-                                // the transport cannot go on, so close with the code that
-                                // says why.
-                                tracing::debug!(session = %session.id, error = %e, "websocket error");
-                                ending = Ending::Failed;
-                                Flow::Close(close_codes::for_websocket_error(&e))
-                            }
-                        };
-                        if let Flow::Close(code) = flow {
-                            break code;
+                // One wait for all four sources, polled in place rather than through
+                // `select!`, whose branch futures and output would all be part of every
+                // idle connection's state. The event is handled in a block of its own so
+                // that it (a write's reply, a frame, up to 200 bytes) is gone before
+                // anything is awaited: only the boxed handling lives past this point.
+                let handling = {
+                    let event =
+                        std::future::poll_fn(|cx| session.poll_event(timer.as_mut(), cx)).await;
+                    match event {
+                        Event::Written(written) => {
+                            session.answer_write(written);
+                            Handling::Done(Flow::Continue)
+                        }
+                        Event::Frame(frame) => {
+                            timers.last_seen = Instant::now();
+                            session.on_frame(frame)
+                        }
+                        Event::Changed => Handling::Done(Flow::Continue),
+                        Event::Timer => {
+                            let flow = session.on_timer(&mut timers);
+                            timer.as_mut().reset(timers.next_wake());
+                            Handling::Done(flow)
                         }
                     }
-                    () = outbox.changed() => {}
-                    () = &mut timer => {
-                        let now = Instant::now();
-                        if now >= timers.expires {
-                            break close_codes::AUTH_EXPIRED;
-                        }
-                        if now >= timers.last_seen + timers.idle_after {
-                            metrics::counter!("tether_idle_disconnects_total").increment(1);
-                            break close_codes::IDLE_TIMEOUT;
-                        }
-                        if now >= timers.next_ping {
-                            // The idle timer expects the pong.
-                            let _ = session.socket.send(Message::Ping(Default::default()));
-                            timers.next_ping = now + timers.ping_every;
-                        }
-                        timer.as_mut().reset(timers.next_wake());
+                };
+                let flow = match handling {
+                    Handling::Done(flow) => flow,
+                    Handling::Await(handling) => handling.await,
+                    Handling::ClientClosed => {
+                        ending = Ending::Client;
+                        break close_codes::NORMAL;
                     }
+                    Handling::Broken(code) => {
+                        ending = Ending::Failed;
+                        Flow::Close(code)
+                    }
+                };
+                if let Flow::Close(code) = flow {
+                    break code;
                 }
             };
             if code == close_codes::SLOW_CONSUMER {
@@ -308,6 +306,83 @@ impl Session {
             // connection's future.
             Box::pin(session.close(code, ending)).await;
         }
+    }
+
+    /// Waits for the next thing to do, in order of precedence: a write became durable
+    /// (answering is what lets a pipelining client go on), a frame from the client
+    /// (before the timers, so one that waited behind a slow request counts), the
+    /// outbox changed, a timer fired.
+    fn poll_event(
+        &mut self,
+        timer: Pin<&mut tokio::time::Sleep>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Event> {
+        if let Some(oldest) = self.in_flight.front_mut() {
+            if let Poll::Ready(result) = Pin::new(&mut oldest.commit).poll(cx) {
+                let oldest = self
+                    .in_flight
+                    .pop_front()
+                    .expect("the oldest is still queued");
+                return Poll::Ready(Event::Written((oldest, result.map(Reply::Written))));
+            }
+        }
+        if let Poll::Ready(frame) = self.socket.poll_next(cx, true) {
+            return Poll::Ready(Event::Frame(frame));
+        }
+        if self.outbox.poll_changed(cx).is_ready() {
+            return Poll::Ready(Event::Changed);
+        }
+        if timer.poll(cx).is_ready() {
+            return Poll::Ready(Event::Timer);
+        }
+        Poll::Pending
+    }
+
+    /// What a frame from the client asks for; the handling of a text message is a
+    /// future of its own (a subscribe's snapshot read, a write's commit), boxed so it
+    /// is allocated per message rather than part of every idle connection's state.
+    fn on_frame(&mut self, frame: Option<Result<Message, tungstenite::Error>>) -> Handling<'_> {
+        match frame {
+            Some(Ok(Message::Text(text))) => {
+                metrics::counter!("tether_messages_in_total", "dialect" => self.dialect)
+                    .increment(1);
+                metrics::counter!("tether_bytes_in_total", "dialect" => self.dialect)
+                    .increment(text.len() as u64);
+                Handling::Await(Box::pin(self.handle_text(text)))
+            }
+            Some(Ok(Message::Binary(_))) => Handling::Await(Box::pin(async move {
+                self.finish_writes().await;
+                self.handle_binary()
+            })),
+            Some(Ok(Message::Ping(_))) => Handling::Done(self.handle_ping()),
+            Some(Ok(Message::Pong(_) | Message::Frame(_))) => Handling::Done(Flow::Continue),
+            Some(Ok(Message::Close(_))) | None => Handling::ClientClosed,
+            Some(Err(e)) => {
+                // A broken frame, one past the hard limit, or a failed write: the
+                // transport cannot go on, so close with the code that says why.
+                tracing::debug!(session = %self.id, error = %e, "websocket error");
+                Handling::Broken(close_codes::for_websocket_error(&e))
+            }
+        }
+    }
+
+    /// The timer fired: end a connection whose token ran out or that went silent, or
+    /// ping the client.
+    fn on_timer(&mut self, timers: &mut Timers) -> Flow {
+        let now = Instant::now();
+        if now >= timers.expires {
+            return Flow::Close(close_codes::AUTH_EXPIRED);
+        }
+        if now >= timers.last_seen + timers.idle_after {
+            metrics::counter!("tether_idle_disconnects_total").increment(1);
+            return Flow::Close(close_codes::IDLE_TIMEOUT);
+        }
+        if now >= timers.next_ping {
+            // The idle timer expects the pong.
+            let _ = self.socket.send(Message::Ping(Default::default()));
+            timers.next_ping = now + timers.ping_every;
+        }
+        Flow::Continue
     }
 
     /// Ends the connection: answers the writes in flight, sends what is queued, then
@@ -433,7 +508,8 @@ impl Session {
         Flow::Continue
     }
 
-    async fn handle_text(&mut self, text: &str) -> Flow {
+    async fn handle_text(&mut self, text: tungstenite::Utf8Bytes) -> Flow {
+        let text = text.as_str();
         let verdict = self.rate.take(Instant::now());
         if verdict == Verdict::Close {
             metrics::counter!("tether_rate_limit_disconnects_total").increment(1);
