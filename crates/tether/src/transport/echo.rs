@@ -17,7 +17,7 @@ use crate::server::AppState;
 use crate::session::{self, Socket};
 use crate::transport::accept::ConnSlot;
 use crate::transport::upgrade::WsUpgrade;
-use crate::transport::ws::{config, session_limits};
+use crate::transport::ws::{hard_limit, session_limits};
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
@@ -43,7 +43,7 @@ async fn raw(
     slot: Option<Extension<ConnSlot>>,
     State(state): State<AppState>,
 ) -> Response {
-    ws.accept(None, config(&state.limits), move |socket| async move {
+    ws.accept(None, hard_limit(&state.limits), move |socket| async move {
         let _slot = slot;
         echo(socket).await;
     })
@@ -81,7 +81,7 @@ async fn through_session(
     State(state): State<AppState>,
 ) -> Response {
     let limits = state.limits;
-    ws.accept(None, config(&limits), move |socket| {
+    ws.accept(None, hard_limit(&limits), move |socket| {
         session::run(
             socket,
             state.engine.clone(),

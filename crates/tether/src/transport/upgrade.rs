@@ -21,7 +21,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tungstenite::protocol::WebSocketConfig;
 
 /// A valid WebSocket upgrade request, not answered yet.
 pub struct WsUpgrade {
@@ -105,7 +104,7 @@ impl WsUpgrade {
     pub fn accept<F, Fut>(
         self,
         protocol: Option<HeaderValue>,
-        config: WebSocketConfig,
+        max_message_bytes: usize,
         session: F,
     ) -> Response
     where
@@ -120,7 +119,11 @@ impl WsUpgrade {
             // The client hung up between the request and our answer: nothing to run.
             if let Ok(upgraded) = on_upgrade.await {
                 let (stream, read_ahead) = Stream::take(upgraded);
-                tokio::spawn(session(WebSocket::new(stream, read_ahead, config)));
+                tokio::spawn(session(WebSocket::new(
+                    stream,
+                    read_ahead,
+                    max_message_bytes,
+                )));
             }
         });
         let accept = tungstenite::handshake::derive_accept_key(self.key.as_bytes());

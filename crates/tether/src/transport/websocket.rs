@@ -14,11 +14,18 @@
 //!   not taken all of it; everything (data frames, and the pongs and close replies the
 //!   protocol queues itself) goes through it in order, so frames never interleave.
 //!
+//! - The protocol's state itself (about 400 bytes with the buffer it reads frames
+//!   into) exists only while a message is in progress: when the socket has nothing
+//!   more to read and the client's byte stream stands between whole messages, the
+//!   protocol holds nothing but its settings, so it is dropped, and made again from
+//!   the limits when the next byte arrives. [`Frames`] follows the frame headers in
+//!   the stream beside the protocol to know where it stands.
+//!
 //! One task drives a connection: [`WebSocket::poll_next`] makes write progress and
 //! reads the next message, and there is no separate writer task.
 
 use bytes::Bytes;
-use std::io::{self, Read, Write};
+use std::io::{self, Cursor, Read, Write};
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -35,7 +42,11 @@ const READ_CHUNK: usize = 16 * 1024;
 /// A WebSocket over `S`, after the HTTP upgrade.
 pub struct WebSocket<S> {
     io: S,
-    protocol: WebSocketContext,
+    /// `None` while the connection is between messages with nothing to read (see the
+    /// module docs).
+    protocol: Option<Box<WebSocketContext>>,
+    max_message_bytes: usize,
+    frames: Frames,
     /// Bytes read but not yet consumed by the protocol; empty (unallocated) unless one
     /// read brought the start of a second message.
     unread: Vec<u8>,
@@ -96,9 +107,78 @@ impl Write for Feed<'_> {
     }
 }
 
+/// Where the client's byte stream stands, read as frame headers and payload lengths
+/// only: whether everything read so far is whole messages. The protocol still parses
+/// and checks every frame; this only tells when its state may be dropped.
+#[derive(Debug, Default)]
+struct Frames {
+    /// The bytes of a frame header split across reads, until it is whole.
+    header: [u8; MAX_HEADER],
+    header_len: u8,
+    /// Payload bytes of the current frame not read yet.
+    payload_left: u64,
+    /// A fragmented data message has begun and not ended.
+    in_message: bool,
+    /// The bytes do not parse as frames; the protocol will close the connection, and
+    /// until then it is never dropped.
+    broken: bool,
+}
+
+/// The longest frame header: two bytes, an eight-byte length, a four-byte mask.
+const MAX_HEADER: usize = 14;
+
+impl Frames {
+    /// Follows `bytes`, the next ones read from the client.
+    fn advance(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() && !self.broken {
+            if self.payload_left > 0 {
+                let n = bytes
+                    .len()
+                    .min(usize::try_from(self.payload_left).unwrap_or(usize::MAX));
+                self.payload_left -= n as u64;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let had = usize::from(self.header_len);
+            let take = (MAX_HEADER - had).min(bytes.len());
+            self.header[had..had + take].copy_from_slice(&bytes[..take]);
+            let mut cursor = Cursor::new(&self.header[..had + take]);
+            match FrameHeader::parse(&mut cursor) {
+                Ok(Some((header, payload))) => {
+                    // The header ends within what this call added: it was incomplete
+                    // without it.
+                    let used = cursor.position() as usize - had;
+                    bytes = &bytes[used..];
+                    self.header_len = 0;
+                    self.payload_left = payload;
+                    match header.opcode {
+                        OpCode::Data(Data::Continue) => {
+                            if header.is_final {
+                                self.in_message = false;
+                            }
+                        }
+                        OpCode::Data(_) => self.in_message = !header.is_final,
+                        OpCode::Control(_) => {}
+                    }
+                }
+                Ok(None) => {
+                    self.header_len = (had + take) as u8;
+                    bytes = &[];
+                }
+                Err(_) => self.broken = true,
+            }
+        }
+    }
+
+    /// Everything read so far is whole messages.
+    fn between_messages(&self) -> bool {
+        !self.broken && self.header_len == 0 && self.payload_left == 0 && !self.in_message
+    }
+}
+
 /// What the protocol engine is configured with: frame and message limits, and a read
 /// buffer of its own that starts empty (see the module docs).
-pub fn config(max_message_bytes: usize) -> WebSocketConfig {
+fn config(max_message_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(0)
         .write_buffer_size(0)
@@ -106,13 +186,26 @@ pub fn config(max_message_bytes: usize) -> WebSocketConfig {
         .max_frame_size(Some(max_message_bytes))
 }
 
+/// The protocol's state for a connection that had none, or was idle.
+fn new_protocol(max_message_bytes: usize) -> Box<WebSocketContext> {
+    Box::new(WebSocketContext::new(
+        Role::Server,
+        Some(config(max_message_bytes)),
+    ))
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Wraps a stream whose HTTP upgrade is done; `read_ahead` is what the HTTP layer
     /// had already read past the request (a client may send its first frame at once).
-    pub fn new(io: S, read_ahead: Bytes, config: WebSocketConfig) -> Self {
+    /// Frames and messages past `max_message_bytes` end the connection (1009).
+    pub fn new(io: S, read_ahead: Bytes, max_message_bytes: usize) -> Self {
+        let mut frames = Frames::default();
+        frames.advance(&read_ahead);
         WebSocket {
             io,
-            protocol: WebSocketContext::new(Role::Server, Some(config)),
+            protocol: None,
+            max_message_bytes,
+            frames,
             unread: read_ahead.to_vec(),
             unread_from: 0,
             unwritten: Vec::new(),
@@ -142,41 +235,51 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         loop {
             // Even with nothing unread here the protocol may hold whole frames: it
             // reads ahead in small chunks, so one read can take the next frame too.
-            let (consumed, message) = feed(
-                &mut self.protocol,
-                &self.unread[self.unread_from..],
-                false,
-                &mut self.unwritten,
-            );
-            self.unread_from += consumed;
-            if self.unread_from == self.unread.len() && !self.unread.is_empty() {
-                self.unread = Vec::new();
-                self.unread_from = 0;
-            }
-            if let Some(message) = message {
-                return Poll::Ready(message);
-            }
-            if !self.protocol.can_read() {
-                // The close handshake is over (or the client's close is being
-                // answered): the protocol queues its reply and ends here, so the
-                // server closes the TCP connection first, as RFC 6455 prefers,
-                // rather than waiting on a socket the client will not write to.
-                let mut feed = Feed::nothing(&mut self.unwritten);
-                let _ = self.protocol.read(&mut feed);
-                return Poll::Ready(None);
+            // Without its state there is nothing held.
+            if self.protocol.is_some() || self.unread_from < self.unread.len() {
+                let protocol = self
+                    .protocol
+                    .get_or_insert_with(|| new_protocol(self.max_message_bytes));
+                let (consumed, message) = feed(
+                    protocol,
+                    &self.unread[self.unread_from..],
+                    false,
+                    &mut self.unwritten,
+                );
+                self.unread_from += consumed;
+                if self.unread_from == self.unread.len() && !self.unread.is_empty() {
+                    self.unread = Vec::new();
+                    self.unread_from = 0;
+                }
+                if let Some(message) = message {
+                    return Poll::Ready(message);
+                }
+                if !protocol.can_read() {
+                    // The close handshake is over (or the client's close is being
+                    // answered): the protocol queues its reply and ends here, so the
+                    // server closes the TCP connection first, as RFC 6455 prefers,
+                    // rather than waiting on a socket the client will not write to.
+                    let mut feed = Feed::nothing(&mut self.unwritten);
+                    let _ = protocol.read(&mut feed);
+                    return Poll::Ready(None);
+                }
             }
             let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
             let mut buf = ReadBuf::uninit(&mut chunk);
-            if let Err(e) = ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf)) {
-                return Poll::Ready(Some(Err(Error::Io(e))));
+            match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+                Poll::Pending => {
+                    self.drop_protocol_if_idle();
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(Error::Io(e)))),
+                Poll::Ready(Ok(())) => {}
             }
             let input = buf.filled();
-            let (consumed, message) = feed(
-                &mut self.protocol,
-                input,
-                input.is_empty(),
-                &mut self.unwritten,
-            );
+            self.frames.advance(input);
+            let protocol = self
+                .protocol
+                .get_or_insert_with(|| new_protocol(self.max_message_bytes));
+            let (consumed, message) = feed(protocol, input, input.is_empty(), &mut self.unwritten);
             if consumed < input.len() {
                 self.unread = input[consumed..].to_vec();
                 self.unread_from = 0;
@@ -187,9 +290,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         }
     }
 
+    /// Drops the protocol's state when it holds nothing but its settings: the protocol
+    /// has taken every byte read (and asked for more), those bytes are whole messages,
+    /// and no close was sent or received. Its replies (pongs) were already queued
+    /// here, by the read that asked for more.
+    fn drop_protocol_if_idle(&mut self) {
+        let idle = self.unread.is_empty()
+            && self.frames.between_messages()
+            && self.protocol.as_ref().is_some_and(|p| p.can_write());
+        if idle {
+            self.protocol = None;
+        }
+    }
+
     /// Queues a text message. Refused once a close frame was sent or received.
     pub fn send_text(&mut self, text: &str) -> Result<(), Error> {
-        if !self.protocol.can_write() {
+        if self.protocol.as_ref().is_some_and(|p| !p.can_write()) {
             return Err(Error::AlreadyClosed);
         }
         let header = FrameHeader {
@@ -203,27 +319,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// Queues a message of any kind through the protocol (pings, echoes).
     pub fn send(&mut self, message: Message) -> Result<(), Error> {
+        let protocol = self
+            .protocol
+            .get_or_insert_with(|| new_protocol(self.max_message_bytes));
         let mut feed = Feed::nothing(&mut self.unwritten);
-        self.protocol.write(&mut feed, message)?;
-        self.protocol.flush(&mut feed)
+        protocol.write(&mut feed, message)?;
+        protocol.flush(&mut feed)
     }
 
     /// Queues the close frame (once; later calls and a close after the client's do
     /// nothing). The connection ends when the client answers or goes.
     pub fn close(&mut self, code: u16, reason: &str) {
+        let protocol = self
+            .protocol
+            .get_or_insert_with(|| new_protocol(self.max_message_bytes));
         let mut feed = Feed::nothing(&mut self.unwritten);
         let frame = CloseFrame {
             code: code.into(),
             reason: reason.to_owned().into(),
         };
         // An error here means a close was already sent or answered: nothing to add.
-        let _ = self.protocol.close(&mut feed, Some(frame));
+        let _ = protocol.close(&mut feed, Some(frame));
     }
 
     /// Moves the protocol's own queued frames (a close reply) into the outgoing buffer.
     pub fn flush_protocol(&mut self) {
-        let mut feed = Feed::nothing(&mut self.unwritten);
-        let _ = self.protocol.flush(&mut feed);
+        if let Some(protocol) = &mut self.protocol {
+            let mut feed = Feed::nothing(&mut self.unwritten);
+            let _ = protocol.flush(&mut feed);
+        }
     }
 
     /// Writes everything queued, freeing the buffer once the socket has taken it all.
@@ -303,5 +427,121 @@ fn finish(result: Result<Message, Error>) -> Option<Result<Message, Error>> {
             None
         }
         Err(e) => Some(Err(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::FutureExt;
+    use tokio::io::{AsyncWriteExt, DuplexStream};
+    use tungstenite::protocol::frame::Frame;
+
+    /// The bytes a client sends for `messages`, framed and masked by the protocol
+    /// library in the client role.
+    fn client_bytes(messages: Vec<Message>) -> Vec<u8> {
+        let mut client = WebSocketContext::new(Role::Client, None);
+        let mut out = Vec::new();
+        for message in messages {
+            let mut feed = Feed::nothing(&mut out);
+            client.write(&mut feed, message).unwrap();
+            client.flush(&mut feed).unwrap();
+        }
+        out
+    }
+
+    fn fragment(opcode: Data, text: &str, last: bool) -> Message {
+        Message::Frame(Frame::message(
+            text.as_bytes().to_vec(),
+            OpCode::Data(opcode),
+            last,
+        ))
+    }
+
+    /// What `poll_next` has now, without waiting.
+    fn ready(ws: &mut WebSocket<DuplexStream>) -> Option<Option<Result<Message, Error>>> {
+        std::future::poll_fn(|cx| ws.poll_next(cx, true)).now_or_never()
+    }
+
+    fn pair() -> (WebSocket<DuplexStream>, DuplexStream) {
+        let (server, client) = tokio::io::duplex(64 * 1024);
+        (WebSocket::new(server, Bytes::new(), 1 << 20), client)
+    }
+
+    #[tokio::test]
+    async fn the_protocol_state_exists_only_while_a_message_is_in_progress() {
+        let (mut ws, mut client) = pair();
+        assert!(ready(&mut ws).is_none());
+        assert!(ws.protocol.is_none(), "a new connection holds none");
+
+        // A header split across reads: the protocol has part of a frame.
+        let bytes = client_bytes(vec![Message::text("hello")]);
+        client.write_all(&bytes[..1]).await.unwrap();
+        assert!(ready(&mut ws).is_none());
+        assert!(ws.protocol.is_some(), "half a header is state");
+        client.write_all(&bytes[1..]).await.unwrap();
+        match ready(&mut ws) {
+            Some(Some(Ok(Message::Text(text)))) => assert_eq!(text.as_str(), "hello"),
+            other => panic!("expected the text, got {other:?}"),
+        }
+        assert!(ready(&mut ws).is_none());
+        assert!(
+            ws.protocol.is_none(),
+            "between messages it is dropped again"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_fragmented_message_keeps_it_across_control_frames() {
+        let (mut ws, mut client) = pair();
+        let first = client_bytes(vec![fragment(Data::Text, "ab", false)]);
+        client.write_all(&first).await.unwrap();
+        assert!(ready(&mut ws).is_none());
+        assert!(ws.protocol.is_some());
+
+        client
+            .write_all(&client_bytes(vec![Message::Ping(Bytes::from_static(b"p"))]))
+            .await
+            .unwrap();
+        assert!(matches!(ready(&mut ws), Some(Some(Ok(Message::Ping(_))))));
+        assert!(ready(&mut ws).is_none());
+        assert!(ws.protocol.is_some(), "the message is still open");
+        assert!(ws.unwritten() > 0, "the pong was queued");
+
+        let last = client_bytes(vec![fragment(Data::Continue, "cd", true)]);
+        client.write_all(&last).await.unwrap();
+        match ready(&mut ws) {
+            Some(Some(Ok(Message::Text(text)))) => assert_eq!(text.as_str(), "abcd"),
+            other => panic!("expected the whole message, got {other:?}"),
+        }
+        assert!(ready(&mut ws).is_none());
+        assert!(ws.protocol.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_closing_connection_keeps_it() {
+        let (mut ws, _client) = pair();
+        ws.close(1000, "bye");
+        assert!(ready(&mut ws).is_none());
+        assert!(ws.protocol.is_some(), "the close handshake is state");
+        assert!(ws.send_text("late").is_err());
+    }
+
+    #[test]
+    fn frames_follow_headers_split_anywhere() {
+        let bytes = client_bytes(vec![
+            Message::text("x".repeat(300)),
+            fragment(Data::Binary, "a", false),
+            Message::Pong(Bytes::new()),
+            fragment(Data::Continue, "b", true),
+        ]);
+        let mut frames = Frames::default();
+        for byte in &bytes {
+            frames.advance(std::slice::from_ref(byte));
+        }
+        assert!(frames.between_messages());
+        let mut frames = Frames::default();
+        frames.advance(&bytes[..bytes.len() - 1]);
+        assert!(!frames.between_messages());
     }
 }

@@ -8,7 +8,6 @@ use crate::server::{AppState, TransportLimits};
 use crate::session;
 use crate::transport::accept::ConnSlot;
 use crate::transport::upgrade::WsUpgrade;
-use crate::transport::websocket;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -79,7 +78,7 @@ async fn upgrade(
         .and_then(|p| axum::http::HeaderValue::from_str(&p).ok());
     // The connection's log lines keep the upgrade request's span (its request id).
     let span = tracing::Span::current();
-    ws.accept(protocol, config(&limits), move |socket| {
+    ws.accept(protocol, hard_limit(&limits), move |socket| {
         session::run_as(
             socket,
             state.engine.clone(),
@@ -94,9 +93,9 @@ async fn upgrade(
     })
 }
 
-/// The hard frame and message limits every WebSocket endpoint applies (1009 past them).
-pub fn config(limits: &TransportLimits) -> tungstenite::protocol::WebSocketConfig {
-    websocket::config(limits.max_frame_bytes)
+/// The hard frame and message limit every WebSocket endpoint applies (1009 past it).
+pub fn hard_limit(limits: &TransportLimits) -> usize {
+    limits.max_frame_bytes
 }
 
 /// The per-connection limits a session enforces.
