@@ -12,6 +12,7 @@
 //! The engine imports no dialect and no socket type, and never awaits a client.
 
 pub mod access;
+mod alarm;
 pub mod commit;
 pub mod hub;
 pub mod knobs;
@@ -79,6 +80,8 @@ pub struct Engine {
 struct Inner {
     /// Dropped with the last Engine clone, which stops the hub and the compactor.
     _stop: watch::Sender<()>,
+    /// Wake-ups for the connections' timers (see [`Engine::wake_at`]).
+    alarms: Arc<alarm::Alarms>,
     /// Every open connection's outbox, for [`Engine::go_away`].
     connections: Mutex<HashMap<u64, Weak<Outbox>>>,
     store: Arc<dyn Store>,
@@ -174,6 +177,8 @@ impl Engine {
         } else {
             Arc::new(Presence::default())
         };
+        let alarms = Arc::new(alarm::Alarms::new());
+        tokio::spawn(alarm::run(Arc::downgrade(&alarms)));
         tokio::spawn(compact_periodically(
             store.clone(),
             knobs.log_retention,
@@ -197,6 +202,7 @@ impl Engine {
                 owners: Mutex::new(HashMap::new()),
                 _stop: stop,
                 connections: Mutex::new(HashMap::new()),
+                alarms,
             }),
         })
     }
@@ -321,6 +327,14 @@ impl Engine {
             .connections
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wakes the task waiting on `outbox` at `at` (or up to a tenth of a second later),
+    /// whatever else happens: the timers of a connection (ping, idle timeout, token
+    /// expiry) without a timer of its own in every connection's state. The woken task
+    /// reads its clock; asking again before then only adds a wake-up.
+    pub fn wake_at(&self, outbox: &Arc<Outbox>, at: Instant) {
+        self.inner.alarms.set(outbox, at);
     }
 
     /// Asks every connection to close with "going away" (shutdown): each answers its

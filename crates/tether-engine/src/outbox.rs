@@ -225,6 +225,13 @@ impl Outbox {
         Poll::Pending
     }
 
+    /// Wakes the connection's task with nothing new: its timers are due (see
+    /// [`crate::alarm`]).
+    pub(crate) fn wake_up(&self) {
+        let waker = self.lock().signal();
+        wake(waker);
+    }
+
     /// Bytes waiting to be written.
     pub fn queued_bytes(&self) -> usize {
         self.lock().bytes

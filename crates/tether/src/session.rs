@@ -121,8 +121,8 @@ enum Flow {
 enum Event {
     Written((InFlight, Result<Reply, Error>)),
     Frame(Option<Result<Message, tungstenite::Error>>),
+    /// More in the outbox, or the alarm rang.
     Changed,
-    Timer,
 }
 
 /// How the session handles a frame.
@@ -136,7 +136,9 @@ enum Handling<'a> {
 }
 
 /// When the session next has something to do on its own: ping the client, give up on
-/// a silent one, or end a connection whose token ran out. One timer serves all three.
+/// a silent one, or end a connection whose token ran out. One wake-up serves all three,
+/// from the engine's shared clock ([`Engine::wake_at`]) rather than a timer in every
+/// connection's state.
 struct Timers {
     ping_every: Duration,
     next_ping: Instant,
@@ -145,6 +147,8 @@ struct Timers {
     /// not per frame, so a busy connection costs nothing here.
     last_seen: Instant,
     expires: Instant,
+    /// The wake-up asked for: until then, nothing here is due.
+    alarm: Instant,
 }
 
 impl Timers {
@@ -157,15 +161,14 @@ impl Timers {
             idle_after: forever_if_zero(limits.idle_timeout),
             last_seen: now,
             expires: now + token_lifetime,
+            alarm: now,
         }
     }
 
-    fn next_wake(&self) -> tokio::time::Instant {
-        let at = self
-            .next_ping
+    fn next_wake(&self) -> Instant {
+        self.next_ping
             .min(self.last_seen + self.idle_after)
-            .min(self.expires);
-        at.into()
+            .min(self.expires)
     }
 }
 
@@ -240,8 +243,7 @@ impl Session {
     fn serve(mut self, mut timers: Timers) -> impl Future<Output = ()> + Send {
         async move {
             let session = &mut self;
-            let timer = tokio::time::sleep_until(timers.next_wake());
-            tokio::pin!(timer);
+            session.set_alarm(&mut timers);
             let mut ending = Ending::Server;
 
             let code = loop {
@@ -258,45 +260,52 @@ impl Session {
                 } else if let Some(why) = session.outbox.closing() {
                     break closed_code(why);
                 }
-                // One wait for all four sources, polled in place rather than through
+                // One wait for all three sources, polled in place rather than through
                 // `select!`, whose branch futures and output would all be part of every
                 // idle connection's state. The event is handled in a block of its own so
                 // that it (a write's reply, a frame, up to 200 bytes) is gone before
-                // anything is awaited: only the boxed handling lives past this point.
-                let handling = {
-                    let event =
-                        std::future::poll_fn(|cx| session.poll_event(timer.as_mut(), cx)).await;
-                    match event {
-                        Event::Written(written) => {
-                            session.answer_write(written);
-                            Handling::Done(Flow::Continue)
+                // anything is awaited: only the boxed handling lives past this point,
+                // and it too is gone (with its borrow of the session) before the timers.
+                let flow = {
+                    let handling = {
+                        let event = std::future::poll_fn(|cx| session.poll_event(cx)).await;
+                        match event {
+                            Event::Written(written) => {
+                                session.answer_write(written);
+                                Handling::Done(Flow::Continue)
+                            }
+                            Event::Frame(frame) => {
+                                timers.last_seen = Instant::now();
+                                session.on_frame(frame)
+                            }
+                            // More in the outbox (taken at the top of the loop), or the
+                            // alarm: the timers are checked below, after every event.
+                            Event::Changed => Handling::Done(Flow::Continue),
                         }
-                        Event::Frame(frame) => {
-                            timers.last_seen = Instant::now();
-                            session.on_frame(frame)
+                    };
+                    match handling {
+                        Handling::Done(flow) => flow,
+                        Handling::Await(handling) => handling.await,
+                        Handling::ClientClosed => {
+                            ending = Ending::Client;
+                            break close_codes::NORMAL;
                         }
-                        Event::Changed => Handling::Done(Flow::Continue),
-                        Event::Timer => {
-                            let flow = session.on_timer(&mut timers);
-                            timer.as_mut().reset(timers.next_wake());
-                            Handling::Done(flow)
+                        Handling::Broken(code) => {
+                            ending = Ending::Failed;
+                            Flow::Close(code)
                         }
-                    }
-                };
-                let flow = match handling {
-                    Handling::Done(flow) => flow,
-                    Handling::Await(handling) => handling.await,
-                    Handling::ClientClosed => {
-                        ending = Ending::Client;
-                        break close_codes::NORMAL;
-                    }
-                    Handling::Broken(code) => {
-                        ending = Ending::Failed;
-                        Flow::Close(code)
                     }
                 };
                 if let Flow::Close(code) = flow {
                     break code;
+                }
+                // After the event, so a frame that waited behind a slow request counts
+                // as the client being there; after every event, so a busy connection's
+                // token still expires.
+                if Instant::now() >= timers.alarm {
+                    if let Flow::Close(code) = session.on_timer(&mut timers) {
+                        break code;
+                    }
                 }
             };
             if code == close_codes::SLOW_CONSUMER {
@@ -311,12 +320,8 @@ impl Session {
     /// Waits for the next thing to do, in order of precedence: a write became durable
     /// (answering is what lets a pipelining client go on), a frame from the client
     /// (before the timers, so one that waited behind a slow request counts), the
-    /// outbox changed, a timer fired.
-    fn poll_event(
-        &mut self,
-        timer: Pin<&mut tokio::time::Sleep>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Event> {
+    /// outbox changed or the alarm rang.
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
         if let Some(oldest) = self.in_flight.front_mut() {
             if let Poll::Ready(result) = Pin::new(&mut oldest.commit).poll(cx) {
                 let oldest = self
@@ -331,9 +336,6 @@ impl Session {
         }
         if self.outbox.poll_changed(cx).is_ready() {
             return Poll::Ready(Event::Changed);
-        }
-        if timer.poll(cx).is_ready() {
-            return Poll::Ready(Event::Timer);
         }
         Poll::Pending
     }
@@ -366,8 +368,9 @@ impl Session {
         }
     }
 
-    /// The timer fired: end a connection whose token ran out or that went silent, or
-    /// ping the client.
+    /// The alarm is due: end a connection whose token ran out or that went silent, or
+    /// ping the client, then ask for the next wake-up (frames since the alarm was set
+    /// may have put it off).
     fn on_timer(&mut self, timers: &mut Timers) -> Flow {
         let now = Instant::now();
         if now >= timers.expires {
@@ -382,7 +385,13 @@ impl Session {
             let _ = self.socket.send(Message::Ping(Default::default()));
             timers.next_ping = now + timers.ping_every;
         }
+        self.set_alarm(timers);
         Flow::Continue
+    }
+
+    fn set_alarm(&self, timers: &mut Timers) {
+        timers.alarm = timers.next_wake();
+        self.engine.wake_at(&self.outbox, timers.alarm);
     }
 
     /// Ends the connection: answers the writes in flight, sends what is queued, then
