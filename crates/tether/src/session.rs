@@ -82,9 +82,7 @@ pub struct Session {
     dialect: &'static str,
     /// A text message larger than this gets a `too_large` error.
     max_message_bytes: usize,
-    /// Each kept reply with its approximate size, oldest first; `kept_bytes` is the sum.
-    kept: VecDeque<(Tag, Outbound, usize)>,
-    kept_bytes: usize,
+    kept: KeptReplies,
     rate: RateLimit,
     /// Who the connection authenticated as; every op is checked against it.
     who: Arc<Identity>,
@@ -210,8 +208,7 @@ pub fn run_as(
         msg: MsgNo::default(),
         dialect,
         max_message_bytes: limits.max_message_bytes,
-        kept: VecDeque::new(),
-        kept_bytes: 0,
+        kept: KeptReplies::default(),
         rate: RateLimit::new(
             limits.max_messages_per_sec,
             limits.message_burst,
@@ -661,17 +658,7 @@ impl Session {
             result,
         };
         if !tag.is_null() {
-            let size = tether_engine::outbox::approx_size(&message);
-            if size <= KEPT_REPLY_BYTES {
-                while self.kept.len() == KEPT_REPLIES || self.kept_bytes + size > KEPT_REPLY_BYTES {
-                    let Some((_, _, dropped)) = self.kept.pop_front() else {
-                        break;
-                    };
-                    self.kept_bytes -= dropped;
-                }
-                self.kept_bytes += size;
-                self.kept.push_back((tag, message.clone(), size));
-            }
+            self.kept.keep(tag, &message);
         }
         self.outbox.push(message);
     }
@@ -882,27 +869,78 @@ impl Session {
     }
 
     fn confirm(&mut self, kind: ConfirmKind, of: Tag) {
-        let at = self.kept.iter().position(|(t, _, _)| *t == of);
-        match (kind, at) {
-            (ConfirmKind::Retry, Some(at)) => {
-                let message = self.kept[at].1.clone();
-                self.outbox.push(message);
-            }
-            (ConfirmKind::Retry, None) => self.reject(
-                of.clone(),
-                Error::new(
-                    ErrorCode::NotFound,
-                    format!("no recent reply to request {of} to send again"),
+        match kind {
+            ConfirmKind::Retry => match self.kept.get(&of) {
+                Some(message) => {
+                    self.outbox.push(message);
+                }
+                None => self.reject(
+                    of.clone(),
+                    Error::new(
+                        ErrorCode::NotFound,
+                        format!("no recent reply to request {of} to send again"),
+                    ),
                 ),
-            ),
+            },
             // done and abort release the kept reply. An aborted write stays committed:
             // committed data is never silently undone; write again to change it.
-            (ConfirmKind::Done | ConfirmKind::Abort, Some(at)) => {
-                if let Some((_, _, size)) = self.kept.remove(at) {
-                    self.kept_bytes -= size;
-                }
+            ConfirmKind::Done | ConfirmKind::Abort => self.kept.release(&of),
+        }
+    }
+}
+
+/// Replies kept for `retry` confirmations (seed 001), each with its approximate size,
+/// oldest first. Boxed, and only once a reply is kept: most connections never keep
+/// one, and the queue would be part of every idle connection's state.
+#[derive(Default)]
+struct KeptReplies(Option<Box<Kept>>);
+
+#[derive(Default)]
+struct Kept {
+    replies: VecDeque<(Tag, Outbound, usize)>,
+    /// The sum of the sizes.
+    bytes: usize,
+}
+
+impl KeptReplies {
+    /// Keeps `message`, the reply to `tag`, dropping the oldest past the bounds.
+    fn keep(&mut self, tag: Tag, message: &Outbound) {
+        let size = tether_engine::outbox::approx_size(message);
+        if size > KEPT_REPLY_BYTES {
+            return;
+        }
+        let kept = self.0.get_or_insert_with(Box::default);
+        while kept.replies.len() == KEPT_REPLIES || kept.bytes + size > KEPT_REPLY_BYTES {
+            let Some((_, _, dropped)) = kept.replies.pop_front() else {
+                break;
+            };
+            kept.bytes -= dropped;
+        }
+        kept.bytes += size;
+        kept.replies.push_back((tag, message.clone(), size));
+    }
+
+    /// The reply kept for `tag`, to send again.
+    fn get(&self, tag: &Tag) -> Option<Outbound> {
+        let kept = self.0.as_ref()?;
+        kept.replies
+            .iter()
+            .find(|(t, _, _)| t == tag)
+            .map(|(_, message, _)| message.clone())
+    }
+
+    /// Forgets the reply kept for `tag`, if any.
+    fn release(&mut self, tag: &Tag) {
+        let Some(kept) = &mut self.0 else {
+            return;
+        };
+        if let Some(at) = kept.replies.iter().position(|(t, _, _)| t == tag) {
+            if let Some((_, _, size)) = kept.replies.remove(at) {
+                kept.bytes -= size;
             }
-            (ConfirmKind::Done | ConfirmKind::Abort, None) => {}
+        }
+        if kept.replies.is_empty() {
+            self.0 = None;
         }
     }
 }
