@@ -659,7 +659,7 @@ impl Engine {
         let Some(sub) = state.subs.get_mut(&name) else {
             return Ok(()); // closed or unsubscribed meanwhile
         };
-        let buffered = sub.pending.take().unwrap_or_default();
+        let buffered = sub.pending.take().map(|b| *b).unwrap_or_default();
         let mut out = Vec::new();
         match replay {
             Some(changes) => {
@@ -675,10 +675,10 @@ impl Engine {
                         out.push(sub.push(kind, &change));
                     }
                 }
-                sub.members = records.iter().map(|r| r.id.clone()).collect();
+                sub.set_members(records.iter().map(|r| &r.id));
             }
             None => {
-                sub.members = records.iter().map(|r| r.id.clone()).collect();
+                sub.set_members(records.iter().map(|r| &r.id));
                 out.push(Outbound::Snapshot {
                     tag,
                     sub: name.clone(),

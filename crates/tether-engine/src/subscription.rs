@@ -23,12 +23,17 @@ const MAX_PENDING: usize = 100_000;
 pub(crate) struct SubState {
     pub(crate) spec: Arc<SubSpec>,
     /// `Some` while the initial snapshot or replay is being read: changes wait here.
-    pub(crate) pending: Option<Vec<Arc<Change>>>,
+    /// Boxed, like `members`: a subscription is part of every idle connection, and
+    /// most need neither for long.
+    #[allow(clippy::box_collection)] // on purpose: 8 bytes inline rather than 24
+    pub(crate) pending: Option<Box<Vec<Arc<Change>>>>,
     /// Changes at or below this position are already in the snapshot or replay.
     pub(crate) min_pos: Position,
     /// For filtered query subscriptions (and any subscription whose reads are
-    /// checked record by record): ids the client currently holds.
-    pub(crate) members: HashSet<RecordId>,
+    /// checked record by record): ids the client currently holds. `None` for the
+    /// rest, which push every change as it is and never look.
+    #[allow(clippy::box_collection)] // on purpose: 8 bytes inline rather than 48
+    members: Option<Box<HashSet<RecordId>>>,
     /// What the connection's identity may read here. A record it may not read is
     /// treated like one outside the query: never pushed, and a held one that stops
     /// being readable leaves with a DELETE.
@@ -49,9 +54,9 @@ impl SubState {
         SubState {
             spec,
             entry,
-            pending: Some(Vec::new()),
+            pending: Some(Box::default()),
             min_pos: Position::ZERO,
-            members: HashSet::new(),
+            members: None,
             guard: ReadGuard::All,
             name,
         }
@@ -72,6 +77,14 @@ impl SubState {
             Some(kind) => SubView::Push(self.push(kind, change)),
             None => SubView::Skip,
         }
+    }
+
+    /// Records what the client holds after a snapshot, if this subscription needs to
+    /// know (see `members`).
+    pub(crate) fn set_members<'a>(&mut self, ids: impl Iterator<Item = &'a RecordId>) {
+        let tracked = self.guard.filters()
+            || matches!(&self.spec.target, SubTarget::Query { query, .. } if !query.filter.is_empty());
+        self.members = tracked.then(|| Box::new(ids.cloned().collect()));
     }
 
     pub(crate) fn push(&self, kind: PushKind, change: &Arc<Change>) -> Outbound {
@@ -104,11 +117,12 @@ impl SubState {
                     self.spec.target.matches(&change.id, change.version, d)
                         && self.guard.allows(&change.id, d)
                 });
-                let was = self.members.contains(&change.id);
+                let members = self.members.get_or_insert_with(Box::default);
+                let was = members.contains(&change.id);
                 if now {
-                    self.members.insert(change.id.clone());
+                    members.insert(change.id.clone());
                 } else {
-                    self.members.remove(&change.id);
+                    members.remove(&change.id);
                 }
                 let maybe_held = !members_known && !guarded;
                 match (was || maybe_held, now) {
