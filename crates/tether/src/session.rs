@@ -87,7 +87,36 @@ pub struct Session {
     /// Who the connection authenticated as; every op is checked against it.
     who: Arc<Identity>,
     /// Writes handed to the committer and not answered yet, oldest first.
-    in_flight: VecDeque<InFlight>,
+    in_flight: InFlightWrites,
+}
+
+/// Writes in flight, oldest first; boxed, and only once the connection writes: a
+/// connection that only watches never does, and the queue would be part of every idle
+/// connection's state.
+#[derive(Default)]
+#[allow(clippy::box_collection)] // on purpose: 8 bytes inline rather than 32
+struct InFlightWrites(Option<Box<VecDeque<InFlight>>>);
+
+impl InFlightWrites {
+    fn front_mut(&mut self) -> Option<&mut InFlight> {
+        self.0.as_mut()?.front_mut()
+    }
+
+    fn pop_front(&mut self) -> Option<InFlight> {
+        self.0.as_mut()?.pop_front()
+    }
+
+    fn push_back(&mut self, write: InFlight) {
+        self.0.get_or_insert_with(Box::default).push_back(write);
+    }
+
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |writes| writes.len())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// A pipelined write: its request's tag, when it was sent, and its commit.
@@ -138,9 +167,11 @@ enum Handling<'a> {
 /// from the engine's shared clock ([`Engine::wake_at`]) rather than a timer in every
 /// connection's state.
 struct Timers {
-    ping_every: Duration,
+    /// The intervals in milliseconds, 0 for never: a `Duration` is four times the size,
+    /// in every idle connection's state. (Past 49 days, a setting counts as 49 days.)
+    ping_every_ms: u32,
+    idle_after_ms: u32,
     next_ping: Instant,
-    idle_after: Duration,
     /// The last frame from the client; the idle timer is only re-armed when it fires,
     /// not per frame, so a busy connection costs nothing here.
     last_seen: Instant,
@@ -152,20 +183,33 @@ struct Timers {
 impl Timers {
     fn new(limits: &Limits, token_lifetime: Duration) -> Timers {
         let now = Instant::now();
-        let ping_every = forever_if_zero(limits.ping_interval);
-        Timers {
-            ping_every,
-            next_ping: now + ping_every,
-            idle_after: forever_if_zero(limits.idle_timeout),
+        let millis = |d: Duration| match d.as_millis() {
+            0 if d.is_zero() => 0,
+            ms => u32::try_from(ms).unwrap_or(u32::MAX).max(1),
+        };
+        let mut timers = Timers {
+            ping_every_ms: millis(limits.ping_interval),
+            idle_after_ms: millis(limits.idle_timeout),
+            next_ping: now,
             last_seen: now,
             expires: now + token_lifetime,
             alarm: now,
-        }
+        };
+        timers.next_ping = now + timers.ping_every();
+        timers
+    }
+
+    fn ping_every(&self) -> Duration {
+        forever_if_zero(Duration::from_millis(self.ping_every_ms.into()))
+    }
+
+    fn idle_after(&self) -> Duration {
+        forever_if_zero(Duration::from_millis(self.idle_after_ms.into()))
     }
 
     fn next_wake(&self) -> Instant {
         self.next_ping
-            .min(self.last_seen + self.idle_after)
+            .min(self.last_seen + self.idle_after())
             .min(self.expires)
     }
 }
@@ -215,7 +259,7 @@ pub fn run_as(
             Instant::now(),
         ),
         who,
-        in_flight: VecDeque::new(),
+        in_flight: InFlightWrites::default(),
     };
     outbox.set_session(&session.id);
     // A fresh random id: no one else can hold it, so this only records the claim.
@@ -373,14 +417,14 @@ impl Session {
         if now >= timers.expires {
             return Flow::Close(close_codes::AUTH_EXPIRED);
         }
-        if now >= timers.last_seen + timers.idle_after {
+        if now >= timers.last_seen + timers.idle_after() {
             metrics::counter!("tether_idle_disconnects_total").increment(1);
             return Flow::Close(close_codes::IDLE_TIMEOUT);
         }
         if now >= timers.next_ping {
             // The idle timer expects the pong.
             let _ = self.socket.send(Message::Ping(Default::default()));
-            timers.next_ping = now + timers.ping_every;
+            timers.next_ping = now + timers.ping_every();
         }
         self.set_alarm(timers);
         Flow::Continue
@@ -443,7 +487,7 @@ fn closed_code(why: Closed) -> u16 {
 }
 
 /// Waits for the oldest write in flight. Cancel-safe: it stays queued until done.
-async fn next_written(in_flight: &mut VecDeque<InFlight>) -> (InFlight, Result<Reply, Error>) {
+async fn next_written(in_flight: &mut InFlightWrites) -> (InFlight, Result<Reply, Error>) {
     let Some(oldest) = in_flight.front_mut() else {
         return std::future::pending().await;
     };

@@ -146,7 +146,9 @@ impl WsUpgrade {
 /// layer was serving, otherwise (TLS) hyper's upgraded stream.
 pub enum Stream {
     Tcp(TcpStream),
-    Upgraded(TokioIo<Upgraded>),
+    /// Boxed: hyper's wrapper is half again the size of a socket, and the stream is
+    /// part of every idle connection's state.
+    Upgraded(Box<TokioIo<Upgraded>>),
 }
 
 impl Stream {
@@ -155,7 +157,7 @@ impl Stream {
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => (Stream::Tcp(parts.io.into_inner()), parts.read_buf),
             Err(upgraded) => (
-                Stream::Upgraded(TokioIo::new(upgraded)),
+                Stream::Upgraded(Box::new(TokioIo::new(upgraded))),
                 bytes::Bytes::new(),
             ),
         }
@@ -170,7 +172,7 @@ impl AsyncRead for Stream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Upgraded(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Upgraded(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -183,21 +185,21 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Upgraded(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Upgraded(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Stream::Upgraded(s) => Pin::new(s).poll_flush(cx),
+            Stream::Upgraded(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Upgraded(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Upgraded(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

@@ -47,14 +47,31 @@ pub struct WebSocket<S> {
     protocol: Option<Box<WebSocketContext>>,
     max_message_bytes: usize,
     frames: Frames,
-    /// Bytes read but not yet consumed by the protocol; empty (unallocated) unless one
-    /// read brought the start of a second message.
-    unread: Vec<u8>,
-    unread_from: usize,
+    /// Bytes read but not yet consumed by the protocol: `None` unless one read brought
+    /// the start of a second message (boxed, being rare).
+    unread: Option<Box<Unread>>,
     /// Encoded frames the socket has not taken yet; empty (unallocated) when it has
     /// taken everything.
     unwritten: Vec<u8>,
     unwritten_from: usize,
+}
+
+/// Read bytes the protocol has not consumed, from `from` on.
+struct Unread {
+    bytes: Vec<u8>,
+    from: usize,
+}
+
+impl Unread {
+    /// `bytes`, kept unless there are none.
+    fn keep(bytes: &[u8]) -> Option<Box<Unread>> {
+        (!bytes.is_empty()).then(|| {
+            Box::new(Unread {
+                bytes: bytes.to_vec(),
+                from: 0,
+            })
+        })
+    }
 }
 
 /// The protocol's view of the socket: it reads from the bytes at hand (and would
@@ -114,15 +131,17 @@ impl Write for Feed<'_> {
 struct Frames {
     /// The bytes of a frame header split across reads, until it is whole.
     header: [u8; MAX_HEADER],
+    /// How many of `header` are filled, or [`BROKEN`].
     header_len: u8,
-    /// Payload bytes of the current frame not read yet.
-    payload_left: u64,
     /// A fragmented data message has begun and not ended.
     in_message: bool,
-    /// The bytes do not parse as frames; the protocol will close the connection, and
-    /// until then it is never dropped.
-    broken: bool,
+    /// Payload bytes of the current frame not read yet.
+    payload_left: u64,
 }
+
+/// `header_len` once the bytes do not parse as frames: the protocol will close the
+/// connection, and until then it is never dropped.
+const BROKEN: u8 = u8::MAX;
 
 /// The longest frame header: two bytes, an eight-byte length, a four-byte mask.
 const MAX_HEADER: usize = 14;
@@ -130,7 +149,7 @@ const MAX_HEADER: usize = 14;
 impl Frames {
     /// Follows `bytes`, the next ones read from the client.
     fn advance(&mut self, mut bytes: &[u8]) {
-        while !bytes.is_empty() && !self.broken {
+        while !bytes.is_empty() && self.header_len != BROKEN {
             if self.payload_left > 0 {
                 let n = bytes
                     .len()
@@ -165,14 +184,14 @@ impl Frames {
                     self.header_len = (had + take) as u8;
                     bytes = &[];
                 }
-                Err(_) => self.broken = true,
+                Err(_) => self.header_len = BROKEN,
             }
         }
     }
 
     /// Everything read so far is whole messages.
     fn between_messages(&self) -> bool {
-        !self.broken && self.header_len == 0 && self.payload_left == 0 && !self.in_message
+        self.header_len == 0 && self.payload_left == 0 && !self.in_message
     }
 }
 
@@ -206,8 +225,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             protocol: None,
             max_message_bytes,
             frames,
-            unread: read_ahead.to_vec(),
-            unread_from: 0,
+            unread: Unread::keep(&read_ahead),
             unwritten: Vec::new(),
             unwritten_from: 0,
         }
@@ -236,20 +254,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             // Even with nothing unread here the protocol may hold whole frames: it
             // reads ahead in small chunks, so one read can take the next frame too.
             // Without its state there is nothing held.
-            if self.protocol.is_some() || self.unread_from < self.unread.len() {
+            if self.protocol.is_some() || self.unread.is_some() {
                 let protocol = self
                     .protocol
                     .get_or_insert_with(|| new_protocol(self.max_message_bytes));
-                let (consumed, message) = feed(
-                    protocol,
-                    &self.unread[self.unread_from..],
-                    false,
-                    &mut self.unwritten,
-                );
-                self.unread_from += consumed;
-                if self.unread_from == self.unread.len() && !self.unread.is_empty() {
-                    self.unread = Vec::new();
-                    self.unread_from = 0;
+                let input = self.unread.as_ref().map_or(&[][..], |u| &u.bytes[u.from..]);
+                let (consumed, message) = feed(protocol, input, false, &mut self.unwritten);
+                if let Some(unread) = &mut self.unread {
+                    unread.from += consumed;
+                    if unread.from == unread.bytes.len() {
+                        self.unread = None;
+                    }
                 }
                 if let Some(message) = message {
                     return Poll::Ready(message);
@@ -281,8 +296,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 .get_or_insert_with(|| new_protocol(self.max_message_bytes));
             let (consumed, message) = feed(protocol, input, input.is_empty(), &mut self.unwritten);
             if consumed < input.len() {
-                self.unread = input[consumed..].to_vec();
-                self.unread_from = 0;
+                self.unread = Unread::keep(&input[consumed..]);
             }
             if let Some(message) = message {
                 return Poll::Ready(message);
@@ -295,7 +309,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// and no close was sent or received. Its replies (pongs) were already queued
     /// here, by the read that asked for more.
     fn drop_protocol_if_idle(&mut self) {
-        let idle = self.unread.is_empty()
+        let idle = self.unread.is_none()
             && self.frames.between_messages()
             && self.protocol.as_ref().is_some_and(|p| p.can_write());
         if idle {
@@ -371,8 +385,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Reads and drops whatever the client has already sent, without waiting for
     /// more: before closing a connection the protocol can no longer follow.
     pub async fn discard_readable(&mut self) {
-        self.unread = Vec::new();
-        self.unread_from = 0;
+        self.unread = None;
         std::future::poll_fn(|cx| loop {
             let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
             let mut buf = ReadBuf::uninit(&mut chunk);

@@ -17,7 +17,6 @@ use axum::Router;
 use futures_util::FutureExt;
 use std::collections::HashMap;
 use tether_dialects::Dialect;
-use tracing::Instrument;
 
 /// Mounts every dialect of the registry at its path.
 pub fn routes(dialects: Vec<&'static dyn Dialect>) -> Router<AppState> {
@@ -76,18 +75,22 @@ async fn upgrade(
     let protocol = caller
         .protocol
         .and_then(|p| axum::http::HeaderValue::from_str(&p).ok());
-    // The connection's log lines keep the upgrade request's span (its request id).
+    // The session is set up in the upgrade request's span, so its `connected` line
+    // joins the request id to the session id that its later lines carry. The span is
+    // not kept for the connection's life: the log registry would hold its fields for
+    // every idle connection.
     let span = tracing::Span::current();
     ws.accept(protocol, hard_limit(&limits), move |socket| {
-        session::run_as(
-            socket,
-            state.engine.clone(),
-            codec,
-            dialect.name(),
-            session_limits(&limits),
-            caller.identity,
-        )
-        .instrument(span)
+        span.in_scope(|| {
+            session::run_as(
+                socket,
+                state.engine.clone(),
+                codec,
+                dialect.name(),
+                session_limits(&limits),
+                caller.identity,
+            )
+        })
         // The connection keeps its place under the connection limits while it runs.
         .map(move |()| drop(slot))
     })
