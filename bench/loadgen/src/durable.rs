@@ -7,6 +7,7 @@
 //! records, so the store stays small and the run measures commits, not growth.
 
 use crate::net;
+use crate::procfs::CpuMeter;
 use crate::stats::{self, per_sec};
 use crate::Outcome;
 use futures_util::{SinkExt, StreamExt};
@@ -27,10 +28,14 @@ pub struct Options {
     pub duration: Duration,
     /// Per client, at most.
     pub max_writes: usize,
+    /// The server's process, for its CPU time per acknowledged write.
+    pub server_pid: Option<u32>,
 }
 
 struct ClientReport {
     acked: u64,
+    /// Including those that arrived after the run's end, for CPU per write.
+    acked_in_all: u64,
     errors: u64,
     latency: Histogram<u64>,
 }
@@ -41,6 +46,7 @@ async fn client(o: Options, k: usize, start: Instant) -> Result<ClientReport, St
     let mut ws = net::connect(o.addr, "/ws", Some(sources[k % sources.len()]), timeout).await?;
     let mut report = ClientReport {
         acked: 0,
+        acked_in_all: 0,
         errors: 0,
         latency: stats::histogram(),
     };
@@ -79,6 +85,9 @@ async fn client(o: Options, k: usize, start: Instant) -> Result<ClientReport, St
         let Some(at) = outstanding.pop_front() else {
             continue;
         };
+        if text.contains(r#""type":"result""#) {
+            report.acked_in_all += 1;
+        }
         // Only acknowledgements that arrive within the run count toward the rate.
         if Instant::now() <= end {
             if text.contains(r#""type":"result""#) {
@@ -97,17 +106,22 @@ pub async fn run(o: Options) -> Outcome {
     net::check_loopback(o.addr)?;
     let start = Instant::now() + Duration::from_millis(500);
     let mut tasks = JoinSet::new();
+    // From before the first connection to after the last reply: the server's CPU for
+    // connecting is in it too, a small share of a run of several seconds.
+    let server_cpu = o.server_pid.map(CpuMeter::start);
     for k in 0..o.clients {
         tasks.spawn(client(o.clone(), k, start));
     }
     let mut latency = stats::histogram();
-    let (mut acked, mut errors) = (0, 0);
+    let (mut acked, mut acked_in_all, mut errors) = (0, 0, 0);
     while let Some(joined) = tasks.join_next().await {
         let r = joined.map_err(|e| format!("client task failed: {e}"))??;
         latency.add(&r.latency).map_err(|e| e.to_string())?;
         acked += r.acked;
+        acked_in_all += r.acked_in_all;
         errors += r.errors;
     }
+    let server_cpu_secs = server_cpu.and_then(|m| m.elapsed());
     let secs = o.duration.as_secs_f64();
     Ok(json!({
         "scenario": "durable",
@@ -117,6 +131,8 @@ pub async fn run(o: Options) -> Outcome {
             "errors": errors,
             "acked_writes_per_sec": per_sec(acked, secs),
             "ack_latency_ms": stats::summary(&latency),
+            "server_cpu_secs": server_cpu_secs,
+            "server_cpu_us_per_write": server_cpu_secs.map(|s| s * 1e6 / acked_in_all.max(1) as f64),
         },
     }))
 }

@@ -313,6 +313,7 @@ async fn main() -> ExitCode {
                 window,
                 duration: Duration::from_secs_f64(duration_secs),
                 max_writes,
+                server_pid: output.server_pid,
             };
             finish(durable::run(o).await, &output, "durable")
         }

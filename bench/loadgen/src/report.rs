@@ -103,6 +103,7 @@ const DURABLE: &[Row] = &[
     ),
     row("/ack_latency_ms/p50", "ack p50 ms", Lower, ""),
     row("/ack_latency_ms/p99", "ack p99 ms", Lower, ""),
+    row("/server_cpu_us_per_write", "server CPU µs/write", Lower, ""),
     row("/errors", "errors", Zero, "0"),
 ];
 

@@ -89,11 +89,17 @@ async fn reqresp_and_durable_get_answers() {
         window: 2,
         duration: Duration::from_secs(5),
         max_writes: 10,
+        // The server runs in this process.
+        server_pid: Some(std::process::id()),
     })
     .await
     .unwrap();
     assert_eq!(r["metrics"]["errors"], 0, "{r}");
     assert_eq!(r["metrics"]["acked"], 40, "{r}");
+    assert!(
+        r["metrics"]["server_cpu_us_per_write"].as_f64().unwrap() > 0.0,
+        "{r}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
