@@ -8,13 +8,15 @@
 
 use crate::json::{self, Object};
 use crate::{Codec, Dialect, MsgNo, Rejected, Request};
+use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use tether_core::event::Reply;
 use tether_core::{
-    Change, ConfirmKind, Epoch, Error, ErrorCode, Op, Order, Outbound, Position, PushKind, Query,
-    Record, RecordId, ResumeSub, Since, SubSpec, SubTarget, Write, WriteKind,
+    Change, ConfirmKind, Data, Epoch, Error, ErrorCode, Op, Order, Outbound, Position, PushKind,
+    Query, Record, RecordId, ResourceName, ResumeSub, Since, SubSpec, SubTarget, Version, Write,
+    WriteKind,
 };
 
 /// The canonical protocol, version 1.
@@ -52,9 +54,9 @@ impl Codec for CanonicalCodec {
             tag: Value::Null,
             error,
         });
-        let result = parsed.and_then(|o| {
+        let result = parsed.and_then(|mut o| {
             let tag = o.get("req").cloned().unwrap_or(Value::Null);
-            self.decode_op(&o)
+            self.decode_op(&mut o)
                 .map(|op| Request {
                     tag: tag.clone(),
                     op,
@@ -80,6 +82,17 @@ impl Codec for CanonicalCodec {
             out.push(frame);
             return;
         }
+        if let Outbound::Reply {
+            tag,
+            result: Ok(reply),
+        } = event
+        {
+            // Hot path: every get and every write is answered here.
+            if let Some(frame) = read_or_write_reply(reply, tag, msg) {
+                out.push(frame);
+                return;
+            }
+        }
         let mut v = self.event_json(event);
         if let Value::Object(o) = &mut v {
             o.insert("msg".into(), msg.take().into());
@@ -89,28 +102,20 @@ impl Codec for CanonicalCodec {
 }
 
 impl CanonicalCodec {
-    fn decode_op(&mut self, o: &Object) -> Result<Op, Error> {
+    fn decode_op(&mut self, o: &mut Object) -> Result<Op, Error> {
         let kind = json::req_str(o, "type")?;
-        let write = |kind: WriteKind, o: &Object| -> Result<Op, Error> {
-            let resource = json::resource(o, "resource")?;
-            let id = match (kind, json::opt_record_id(o, "id")?) {
-                (_, Some(id)) => id,
-                (WriteKind::Create, None) => RecordId::generate(),
-                (_, None) => return Err(json::missing("id")),
-            };
-            let data = match kind {
-                WriteKind::Delete => Default::default(),
-                WriteKind::Patch => json::req_object(o, "data")?.clone(),
-                _ => json::data(o, "data")?,
-            };
-            Ok(Op::Write(Write::new(
-                kind,
-                resource,
-                id,
-                data,
-                json::opt_u64(o, "version")?,
-            )?))
+        let write_kind = match kind {
+            "create" => Some(WriteKind::Create),
+            "update" => Some(WriteKind::Update),
+            "upsert" => Some(WriteKind::Upsert),
+            "patch" => Some(WriteKind::Patch),
+            "delete" => Some(WriteKind::Delete),
+            _ => None,
         };
+        if let Some(kind) = write_kind {
+            return decode_write(kind, o);
+        }
+        let o = &*o;
         Ok(match kind {
             "get" => Op::Get {
                 resource: json::resource(o, "resource")?,
@@ -120,11 +125,6 @@ impl CanonicalCodec {
                 resource: json::resource(o, "resource")?,
                 query: query(o)?,
             },
-            "create" => write(WriteKind::Create, o)?,
-            "update" => write(WriteKind::Update, o)?,
-            "upsert" => write(WriteKind::Upsert, o)?,
-            "patch" => write(WriteKind::Patch, o)?,
-            "delete" => write(WriteKind::Delete, o)?,
             "subscribe" => {
                 let sub = match json::opt_str(o, "sub")? {
                     Some(s) => s.to_owned(),
@@ -303,6 +303,29 @@ impl CanonicalCodec {
     }
 }
 
+/// A write's fields. The body is moved out of the parsed message rather than copied.
+fn decode_write(kind: WriteKind, o: &mut Object) -> Result<Op, Error> {
+    let resource = json::resource(o, "resource")?;
+    let id = match (kind, json::opt_record_id(o, "id")?) {
+        (_, Some(id)) => id,
+        (WriteKind::Create, None) => RecordId::generate(),
+        (_, None) => return Err(json::missing("id")),
+    };
+    let expected_version = json::opt_u64(o, "version")?;
+    let data = match kind {
+        WriteKind::Delete => Default::default(),
+        WriteKind::Patch => json::take_object(o, "data")?.ok_or_else(|| json::missing("data"))?,
+        _ => json::take_object(o, "data")?.unwrap_or_default(),
+    };
+    Ok(Op::Write(Write::new(
+        kind,
+        resource,
+        id,
+        data,
+        expected_version,
+    )?))
+}
+
 fn error_json(tag: &Value, e: &Error) -> Value {
     let mut v = json!({"type": "error", "code": e.code.as_str(), "message": e.message});
     if !tag.is_null() {
@@ -312,6 +335,66 @@ fn error_json(tag: &Value, e: &Error) -> Value {
         v["version"] = version.into();
     }
     v
+}
+
+/// The reply to a get or a write, serialized straight from the reply's parts. Building
+/// it as a `Value` first, as `event_json` would, copied the record's body into a new
+/// map and then wrote that out: 15% of the server's CPU in the durable-writes
+/// benchmark. `None` for the other replies.
+fn read_or_write_reply(reply: &Reply, tag: &Value, msg: &mut MsgNo) -> Option<String> {
+    #[derive(Serialize)]
+    struct RecordReply<'a> {
+        record: Option<&'a Record>,
+        #[serde(rename = "type")]
+        kind: &'static str,
+        req: &'a Value,
+        msg: u64,
+    }
+    #[derive(Serialize)]
+    struct RecordOut<'a> {
+        resource: &'a ResourceName,
+        id: &'a RecordId,
+        version: Version,
+        data: &'a Data,
+    }
+    #[derive(Serialize)]
+    struct WrittenReply<'a> {
+        resource: &'a ResourceName,
+        id: &'a RecordId,
+        version: Version,
+        pos: Position,
+        record: Option<RecordOut<'a>>,
+        #[serde(rename = "type")]
+        kind: &'static str,
+        req: &'a Value,
+        msg: u64,
+    }
+    let text = match reply {
+        Reply::Record(record) => serde_json::to_string(&RecordReply {
+            record: record.as_ref(),
+            kind: "result",
+            req: tag,
+            msg: msg.take(),
+        }),
+        Reply::Written(c) => serde_json::to_string(&WrittenReply {
+            resource: &c.resource,
+            id: &c.id,
+            version: c.version,
+            pos: c.position,
+            record: c.data.as_ref().map(|data| RecordOut {
+                resource: &c.resource,
+                id: &c.id,
+                version: c.version,
+                data,
+            }),
+            kind: "result",
+            req: tag,
+            msg: msg.take(),
+        }),
+        _ => return None,
+    };
+    // Maps with string keys, strings and numbers: serializing these cannot fail.
+    text.ok()
 }
 
 pub fn record_json(r: &Record) -> Value {
@@ -458,6 +541,53 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn read_and_write_replies_are_the_frames_the_general_encoder_builds() {
+        let todos = ResourceName::parse("todos").unwrap();
+        let body = json!({"t": "a \"quoted\" ü", "n": [1, 2.5, null], "o": {"z": 1, "a": 2}});
+        let body = body.as_object().unwrap().clone();
+        let written = |kind, data: Option<Data>| {
+            Reply::Written(Arc::new(Change::new(
+                Position(9),
+                kind,
+                todos.clone(),
+                RecordId::parse("x:1").unwrap(),
+                3,
+                data,
+                None,
+            )))
+        };
+        let record = Record {
+            resource: todos.clone(),
+            id: RecordId::parse("a").unwrap(),
+            version: 2,
+            data: body.clone(),
+        };
+        let replies = [
+            written(ChangeKind::Put, Some(body.clone())),
+            written(ChangeKind::Delete, None),
+            Reply::Record(Some(record)),
+            Reply::Record(None),
+        ];
+        for tag in [json!(7), json!("req-1"), Value::Null] {
+            for reply in &replies {
+                let event = Outbound::Reply {
+                    tag: tag.clone(),
+                    result: Ok(reply.clone()),
+                };
+                let (mut codec, mut msg, mut out) =
+                    (CanonicalCodec::default(), MsgNo(41), Vec::new());
+                codec.encode(&event, &mut msg, &mut out);
+                let mut general = codec.event_json(&event);
+                general["msg"] = 42.into();
+                // Key order follows serde_json's features, so compare values.
+                let fast: Value = serde_json::from_str(&out[0]).unwrap();
+                assert_eq!((out.len(), fast), (1, general), "{reply:?}");
+                assert_eq!(msg.last(), 42);
+            }
+        }
     }
 
     #[test]

@@ -80,6 +80,15 @@ pub fn data(o: &Object, field: &str) -> Result<Data, Error> {
     Ok(opt_object(o, field)?.cloned().unwrap_or_default())
 }
 
+/// Moves an optional object field out of `o`, for bodies too large to copy.
+pub fn take_object(o: &mut Object, field: &str) -> Result<Option<Object>, Error> {
+    match o.remove(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(m)) => Ok(Some(m)),
+        Some(other) => Err(wrong(field, "an object", &other)),
+    }
+}
+
 pub fn resource(o: &Object, field: &str) -> Result<ResourceName, Error> {
     ResourceName::parse(req_str(o, field)?)
 }
