@@ -81,6 +81,9 @@ const SET_META: &str = "INSERT INTO meta (key, value) VALUES (?1, ?2)
     ON CONFLICT (key) DO UPDATE SET value = excluded.value";
 
 const GET_ROW: &str = "SELECT version, data FROM records WHERE resource = ?1 AND id = ?2";
+/// `GET_ROW` for writes that replace the body: whether one exists, without copying it.
+const GET_ROW_VERSION: &str =
+    "SELECT version, data IS NOT NULL FROM records WHERE resource = ?1 AND id = ?2";
 const PUT_ROW: &str = "INSERT INTO records (resource, id, version, data) VALUES (?1, ?2, ?3, ?4)
     ON CONFLICT (resource, id) DO UPDATE SET version = excluded.version, data = excluded.data";
 const INSERT_CHANGE: &str = "INSERT INTO changes (pos, resource, id, kind, version, data, patch)
@@ -395,6 +398,7 @@ fn commit_group(conn: &mut Connection, writes: &[Write]) -> Result<Vec<Result<Ch
     let mut outcomes = Vec::with_capacity(writes.len());
     {
         let mut get = tx.prepare_cached(GET_ROW).ctx("preparing a read")?;
+        let mut get_version = tx.prepare_cached(GET_ROW_VERSION).ctx("preparing a read")?;
         let mut put = tx.prepare_cached(PUT_ROW).ctx("preparing a write")?;
         let mut log = tx
             .prepare_cached(INSERT_CHANGE)
@@ -403,23 +407,30 @@ fn commit_group(conn: &mut Connection, writes: &[Write]) -> Result<Vec<Result<Ch
             let (resource, id) = (write.resource.as_str(), write.id.as_str());
             // Read inside the transaction, so an earlier write in this group to the same
             // id is what this one sees.
-            let row: Option<(u64, Option<String>)> = get
-                .query_row(params![resource, id], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
-                .ctx("reading a record")?;
             // Only a patch reads the stored body; every other write needs to know that
-            // one exists, and parsing it was a measurable share of a group commit.
-            let needs_body = write.kind == WriteKind::Patch;
-            let stored = match row {
-                Some((version, data)) => Some(Stored {
+            // one exists, and copying and parsing it was a measurable share of a group
+            // commit.
+            let stored = if write.kind == WriteKind::Patch {
+                let row: Option<(u64, Option<String>)> = get
+                    .query_row(params![resource, id], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+                    .ctx("reading a record")?;
+                match row {
+                    Some((version, data)) => Some(Stored {
+                        version,
+                        data: data.map(|text| parse_data(&text)).transpose()?,
+                    }),
+                    None => None,
+                }
+            } else {
+                let row: Option<(u64, bool)> = get_version
+                    .query_row(params![resource, id], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+                    .ctx("reading a record")?;
+                row.map(|(version, live)| Stored {
                     version,
-                    data: match data {
-                        Some(text) if needs_body => Some(parse_data(&text)?),
-                        Some(_) => Some(Data::new()),
-                        None => None,
-                    },
-                }),
-                None => None,
+                    data: live.then(Data::new),
+                })
             };
             let applied = match write.apply(stored.as_ref()) {
                 Ok(applied) => applied,

@@ -15,6 +15,7 @@
 //! sees the put).
 
 use crate::close_codes;
+use crate::telemetry::Traffic;
 use crate::transport::rate::{RateLimit, Verdict};
 use crate::transport::upgrade::Stream;
 use crate::transport::websocket::WebSocket;
@@ -79,7 +80,8 @@ pub struct Session {
     codec: Box<dyn Codec>,
     /// The number of the next message to the client, for dialects that count them.
     msg: MsgNo,
-    dialect: &'static str,
+    /// The dialect's name and its traffic counters.
+    traffic: &'static Traffic,
     /// A text message larger than this gets a `too_large` error.
     max_message_bytes: usize,
     kept: KeptReplies,
@@ -250,7 +252,7 @@ pub fn run_as(
         socket,
         codec,
         msg: MsgNo::default(),
-        dialect,
+        traffic: crate::telemetry::traffic(dialect),
         max_message_bytes: limits.max_message_bytes,
         kept: KeptReplies::default(),
         rate: RateLimit::new(
@@ -264,7 +266,7 @@ pub fn run_as(
     outbox.set_session(&session.id);
     // A fresh random id: no one else can hold it, so this only records the claim.
     let _ = engine.claim_session(&session.who, &session.id);
-    metrics::gauge!("tether_connections", "dialect" => dialect).increment(1.0);
+    session.traffic.connections.increment(1.0);
     tracing::debug!(session = %session.id, dialect, "connected");
     outbox.push(Outbound::Welcome {
         session: session.id.clone(),
@@ -387,10 +389,8 @@ impl Session {
     fn on_frame(&mut self, frame: Option<Result<Message, tungstenite::Error>>) -> Handling<'_> {
         match frame {
             Some(Ok(Message::Text(text))) => {
-                metrics::counter!("tether_messages_in_total", "dialect" => self.dialect)
-                    .increment(1);
-                metrics::counter!("tether_bytes_in_total", "dialect" => self.dialect)
-                    .increment(text.len() as u64);
+                self.traffic.messages_in.increment(1);
+                self.traffic.bytes_in.increment(text.len() as u64);
                 Handling::Await(Box::pin(self.handle_text(text)))
             }
             Some(Ok(Message::Binary(_))) => Handling::Await(Box::pin(async move {
@@ -470,8 +470,8 @@ impl Session {
             .await;
             let _ = tokio::time::timeout(FINAL_FLUSH, self.socket.flush()).await;
         }
-        let dialect = self.dialect;
-        metrics::gauge!("tether_connections", "dialect" => dialect).decrement(1.0);
+        let dialect = self.traffic.dialect;
+        self.traffic.connections.decrement(1.0);
         tracing::debug!(session = %self.id, dialect, "disconnected");
     }
 }
@@ -526,11 +526,9 @@ impl Session {
         for event in batch {
             self.codec.encode(&event, &mut self.msg, &mut frames);
         }
-        let dialect = self.dialect;
-        metrics::counter!("tether_messages_out_total", "dialect" => dialect)
-            .increment(frames.len() as u64);
+        self.traffic.messages_out.increment(frames.len() as u64);
         let bytes: usize = frames.iter().map(String::len).sum();
-        metrics::counter!("tether_bytes_out_total", "dialect" => dialect).increment(bytes as u64);
+        self.traffic.bytes_out.increment(bytes as u64);
         for frame in &frames {
             // Refused only after a close frame, when nothing more may be sent.
             let _ = self.socket.send_text(frame);
@@ -631,7 +629,7 @@ impl Session {
     }
 
     fn answer_write(&mut self, (write, result): (InFlight, Result<Reply, Error>)) {
-        metrics::histogram!("tether_write_seconds").record(write.started.elapsed().as_secs_f64());
+        crate::telemetry::write_seconds().record(write.started.elapsed().as_secs_f64());
         self.reply(write.tag, result);
     }
 
@@ -721,7 +719,7 @@ impl Session {
             Op::Write(write) => {
                 let started = std::time::Instant::now();
                 let result = engine.write_as(&self.who, write).await.map(Reply::Written);
-                metrics::histogram!("tether_write_seconds").record(started.elapsed().as_secs_f64());
+                crate::telemetry::write_seconds().record(started.elapsed().as_secs_f64());
                 result
             }
             Op::Subscribe { sub, spec, since } => {
