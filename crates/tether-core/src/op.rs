@@ -176,9 +176,11 @@ pub enum SubTarget {
         id: RecordId,
     },
     /// Records of a resource matching a query; `Query::default()` is the whole resource.
+    /// Boxed: a query is 120 bytes, and every subscription's spec (most of them to
+    /// one record, 32 bytes) would otherwise be as large as one.
     Query {
         resource: ResourceName,
-        query: Query,
+        query: Box<Query>,
     },
     /// An ephemeral stream (log lines, broadcasts); nothing is stored.
     Topic { topic: String },
@@ -218,10 +220,10 @@ mod tests {
         let tasks = ResourceName::parse("tasks").unwrap();
         let query = |filter: Value| SubTarget::Query {
             resource: tasks.clone(),
-            query: Query {
+            query: Box::new(Query {
                 filter: data(filter),
                 ..Query::default()
-            },
+            }),
         };
         let everyone = Audience::default();
         assert!(everyone.is_everyone());

@@ -465,7 +465,7 @@ fn sub_spec(o: &Object) -> Result<SubSpec, Error> {
         Some(id) => SubTarget::Record { resource, id },
         None => SubTarget::Query {
             resource,
-            query: query(o)?,
+            query: Box::new(query(o)?),
         },
     };
     Ok(SubSpec { target })
@@ -604,7 +604,7 @@ mod tests {
         let spec = Arc::new(SubSpec {
             target: SubTarget::Query {
                 resource: ResourceName::parse("todos").unwrap(),
-                query: Query::default(),
+                query: Box::default(),
             },
         });
         let push = Outbound::Push {

@@ -127,10 +127,10 @@ impl Selector {
             },
             Selector::Many { filter } => SubTarget::Query {
                 resource: channel.clone(),
-                query: Query {
+                query: Box::new(Query {
                     filter: filter.clone(),
                     ..Query::default()
-                },
+                }),
             },
         }
     }

@@ -603,7 +603,7 @@ impl Engine {
                 resource: resource.clone(),
                 // Read only what the caller may see, so its `limit` is filled with
                 // records it can read (live changes are checked one by one anyway).
-                query: guard.narrow(query).unwrap_or_else(|| query.clone()),
+                query: guard.narrow(query).unwrap_or_else(|| (**query).clone()),
             },
             SubTarget::Topic { .. } => unreachable!("topics returned above"),
         };
@@ -1071,7 +1071,7 @@ mod tests {
         let spec = Arc::new(SubSpec {
             target: SubTarget::Query {
                 resource: ResourceName::parse("notes").unwrap(),
-                query: Query::default(),
+                query: Box::default(),
             },
         });
         (engine, outbox, spec)

@@ -225,7 +225,7 @@ async fn check(ops: Vec<Op>, concurrency: usize) -> Result<(), TestCaseError> {
         &engine,
         SubTarget::Query {
             resource: resource.clone(),
-            query: Query::default(),
+            query: Box::default(),
         },
     )
     .await;
@@ -233,7 +233,7 @@ async fn check(ops: Vec<Op>, concurrency: usize) -> Result<(), TestCaseError> {
         &engine,
         SubTarget::Query {
             resource: resource.clone(),
-            query: ones.clone(),
+            query: Box::new(ones.clone()),
         },
     )
     .await;
@@ -257,7 +257,7 @@ async fn check(ops: Vec<Op>, concurrency: usize) -> Result<(), TestCaseError> {
                     &engine,
                     SubTarget::Query {
                         resource: resource.clone(),
-                        query: Query::default(),
+                        query: Box::default(),
                     },
                 )
                 .await,
