@@ -777,14 +777,14 @@ impl Engine {
         if let SubTarget::Topic { topic } = &spec.target {
             check_topic(topic)?;
         }
-        let entry = self.inner.hub.index_mut().insert(
+        self.inner.hub.index_mut().insert(
             &spec.target,
             Entry {
                 outbox: outbox.clone(),
                 name: name.clone(),
             },
         );
-        let mut sub = SubState::pending(name.clone(), spec.clone(), entry);
+        let mut sub = SubState::pending(name.clone(), spec.clone());
         sub.guard = guard;
         if let SubTarget::Topic { .. } = spec.target {
             sub.pending = None;
@@ -801,7 +801,7 @@ impl Engine {
                 self.inner
                     .hub
                     .index_mut()
-                    .remove(&sub.spec.target, sub.entry);
+                    .remove(&sub.spec.target, outbox, &sub.name);
                 true
             }
             None => false,

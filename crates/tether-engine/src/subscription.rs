@@ -8,8 +8,7 @@
 
 use crate::access::ReadGuard;
 use crate::outbox::Outbox;
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{hash_map, HashMap, HashSet};
 use std::sync::Arc;
 use tether_core::{
     Change, ChangeKind, Outbound, Position, PushKind, RecordId, ResourceName, SubSpec, SubTarget,
@@ -38,8 +37,6 @@ pub(crate) struct SubState {
     /// treated like one outside the query: never pushed, and a held one that stops
     /// being readable leaves with a DELETE.
     pub(crate) guard: ReadGuard,
-    /// The hub index entry, for removal.
-    pub(crate) entry: u64,
     pub(crate) name: Arc<str>,
 }
 
@@ -50,10 +47,9 @@ pub(crate) enum SubView {
 }
 
 impl SubState {
-    pub(crate) fn pending(name: Arc<str>, spec: Arc<SubSpec>, entry: u64) -> SubState {
+    pub(crate) fn pending(name: Arc<str>, spec: Arc<SubSpec>) -> SubState {
         SubState {
             spec,
-            entry,
             pending: Some(Box::default()),
             min_pos: Position::ZERO,
             members: None,
@@ -213,13 +209,69 @@ fn grow_one_while_small<T>(v: &mut Vec<T>) {
     }
 }
 
-/// One registered subscription, as the hub sees it. Held by value in the index (two
-/// reference counts rather than an allocation of its own per subscription) and cloned
-/// out for delivery.
+/// One registered subscription, as the hub sees it: the connection and the
+/// subscription's name there, which together name it (a name is unique per connection).
+/// Held by value in the index (two reference counts rather than an allocation of its
+/// own per subscription) and cloned out for delivery.
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
     pub(crate) outbox: Arc<Outbox>,
     pub(crate) name: Arc<str>,
+}
+
+impl Entry {
+    fn is(&self, outbox: &Arc<Outbox>, name: &str) -> bool {
+        Arc::ptr_eq(&self.outbox, outbox) && *self.name == *name
+    }
+}
+
+/// The subscriptions on one key. Most keys (a record) have one, held inline: a vector
+/// would be an allocation of its own in every idle connection's share of the index.
+#[derive(Debug)]
+enum Watchers {
+    One(Entry),
+    Many(Vec<Entry>),
+}
+
+impl Watchers {
+    fn as_slice(&self) -> &[Entry] {
+        match self {
+            Watchers::One(entry) => std::slice::from_ref(entry),
+            Watchers::Many(entries) => entries,
+        }
+    }
+
+    fn add(&mut self, entry: Entry) {
+        match self {
+            Watchers::Many(entries) => {
+                grow_one_while_small(entries);
+                entries.push(entry);
+            }
+            Watchers::One(first) => {
+                *self = Watchers::Many(vec![first.clone(), entry]);
+            }
+        }
+    }
+
+    /// Removes the subscription `name` of `outbox`; true if none is left.
+    fn remove(&mut self, outbox: &Arc<Outbox>, name: &str) -> bool {
+        match self {
+            Watchers::One(entry) => entry.is(outbox, name),
+            Watchers::Many(entries) => {
+                if let Some(at) = entries.iter().position(|e| e.is(outbox, name)) {
+                    entries.swap_remove(at);
+                }
+                match entries.len() {
+                    0 => true,
+                    1 => {
+                        *self = Watchers::One(entries.remove(0));
+                        false
+                    }
+                    _ => false,
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -244,34 +296,31 @@ pub(crate) enum Watched<'a> {
     Topic(&'a str),
 }
 
-/// Who might care about what. Registration hands back an id used to remove it.
+/// Who might care about what.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
-    /// Per key, its entries by entry id. A vector, not a map: most keys (a record)
-    /// have one or a few watchers, and an inner map's smallest table would cost every
-    /// idle connection about a hundred bytes; removal scans, which only a key with
-    /// very many watchers notices (about 30 ms for 10,000 of them closing).
-    by_key: HashMap<Key, Vec<(u64, Entry)>>,
+    /// Per key, its subscriptions. Not a map per key: most keys (a record) have one or
+    /// a few, and an inner map's smallest table would cost every idle connection about
+    /// a hundred bytes; removal scans, which only a key with very many watchers
+    /// notices (about 30 ms for 10,000 of them closing).
+    by_key: HashMap<Key, Watchers>,
 }
 
-static NEXT_ENTRY: AtomicU64 = AtomicU64::new(1);
-
 impl Index {
-    pub(crate) fn insert(&mut self, target: &SubTarget, entry: Entry) -> u64 {
-        let id = NEXT_ENTRY.fetch_add(1, Ordering::Relaxed);
-        let entries = self.by_key.entry(key(target)).or_default();
-        grow_one_while_small(entries);
-        entries.push((id, entry));
-        id
+    pub(crate) fn insert(&mut self, target: &SubTarget, entry: Entry) {
+        match self.by_key.entry(key(target)) {
+            hash_map::Entry::Occupied(mut watchers) => watchers.get_mut().add(entry),
+            hash_map::Entry::Vacant(slot) => {
+                slot.insert(Watchers::One(entry));
+            }
+        }
     }
 
-    pub(crate) fn remove(&mut self, target: &SubTarget, id: u64) {
+    /// Removes the subscription `name` of `outbox` on `target`.
+    pub(crate) fn remove(&mut self, target: &SubTarget, outbox: &Arc<Outbox>, name: &str) {
         let k = key(target);
-        if let Some(entries) = self.by_key.get_mut(&k) {
-            if let Some(at) = entries.iter().position(|(e, _)| *e == id) {
-                entries.swap_remove(at);
-            }
-            if entries.is_empty() {
+        if let Some(watchers) = self.by_key.get_mut(&k) {
+            if watchers.remove(outbox, name) {
                 self.by_key.remove(&k);
             }
         }
@@ -284,14 +333,14 @@ impl Index {
         by_record
             .into_iter()
             .chain(by_resource)
-            .flat_map(|m| m.iter().map(|(_, e)| e.clone()))
+            .flat_map(|w| w.as_slice().iter().cloned())
             .collect()
     }
 
     pub(crate) fn for_topic(&self, topic: &str) -> Vec<Entry> {
         self.by_key
             .get(&Key::Topic(topic.into()))
-            .map(|m| m.iter().map(|(_, e)| e.clone()).collect())
+            .map(|w| w.as_slice().to_vec())
             .unwrap_or_default()
     }
 
@@ -307,7 +356,7 @@ impl Index {
             if !pick(watched) {
                 continue;
             }
-            for (_, entry) in entries {
+            for entry in entries.as_slice() {
                 if seen.insert(entry.outbox.id()) {
                     found.push(entry.outbox.clone());
                 }
@@ -317,6 +366,75 @@ impl Index {
     }
 
     pub(crate) fn count(&self) -> usize {
-        self.by_key.values().map(Vec::len).sum()
+        self.by_key.values().map(|w| w.as_slice().len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str) -> SubTarget {
+        SubTarget::Record {
+            resource: ResourceName::parse("todos").unwrap(),
+            id: RecordId::parse(id).unwrap(),
+        }
+    }
+
+    fn entry(outbox: &Arc<Outbox>, name: &str) -> Entry {
+        Entry {
+            outbox: outbox.clone(),
+            name: name.into(),
+        }
+    }
+
+    /// Who the index finds for a change to `todos/<id>`, as (outbox id, name).
+    fn found(index: &Index, id: &str) -> Vec<(u64, String)> {
+        let resource = ResourceName::parse("todos").unwrap();
+        let mut found: Vec<_> = index
+            .for_record(&resource, &RecordId::parse(id).unwrap())
+            .iter()
+            .map(|e| (e.outbox.id(), e.name.to_string()))
+            .collect();
+        found.sort();
+        found
+    }
+
+    #[test]
+    fn a_key_keeps_its_watchers_as_they_come_and_go() {
+        let (a, b) = (Outbox::new(1024), Outbox::new(1024));
+        let mut index = Index::default();
+        index.insert(&record("x"), entry(&a, "s1"));
+        index.insert(&record("x"), entry(&b, "s1"));
+        index.insert(&record("x"), entry(&a, "s2"));
+        index.insert(&record("y"), entry(&b, "s2"));
+        assert_eq!(index.count(), 4);
+        assert_eq!(
+            found(&index, "x"),
+            [
+                (a.id(), "s1".into()),
+                (a.id(), "s2".into()),
+                (b.id(), "s1".into())
+            ]
+        );
+
+        // By connection and name: b's s1 is not a's s1.
+        index.remove(&record("x"), &b, "s1");
+        assert_eq!(
+            found(&index, "x"),
+            [(a.id(), "s1".into()), (a.id(), "s2".into())]
+        );
+        // A name the key does not have, or the wrong key, removes nothing.
+        index.remove(&record("x"), &b, "s2");
+        index.remove(&record("y"), &a, "s1");
+        assert_eq!(index.count(), 3);
+
+        index.remove(&record("x"), &a, "s1");
+        assert_eq!(found(&index, "x"), [(a.id(), "s2".into())]);
+        index.remove(&record("x"), &a, "s2");
+        index.remove(&record("y"), &b, "s2");
+        assert!(found(&index, "x").is_empty());
+        assert_eq!(index.count(), 0);
+        assert!(index.by_key.is_empty(), "a key without watchers is dropped");
     }
 }
