@@ -730,6 +730,19 @@ impl Store for SqliteStore {
     }
 
     async fn read(&self, read: ConsistentRead) -> Result<ConsistentView> {
+        // A subscription to records by id reads a few rows by primary key: inline when
+        // a reader is free, as `get` does. It is what every connection that watches a
+        // record does first, so it sets how fast a crowd of clients can reconnect.
+        let by_id = read.changes_after.is_none()
+            && read
+                .targets
+                .iter()
+                .all(|t| matches!(t, ReadTarget::Record { .. }));
+        if by_id {
+            if let Some(mut conn) = self.inner.free_reader() {
+                return consistent_read(&mut conn, read).map_err(|e| self.located(e));
+            }
+        }
         self.with_reader(move |conn| consistent_read(conn, read))
             .await
     }
