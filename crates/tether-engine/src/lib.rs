@@ -14,6 +14,7 @@
 pub mod access;
 mod alarm;
 pub mod commit;
+mod expiring;
 pub mod hub;
 pub mod knobs;
 pub mod outbox;
@@ -21,6 +22,7 @@ pub mod presence;
 pub mod subscription;
 
 use commit::PendingWrite;
+use expiring::Expiring;
 use hub::Hub;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
@@ -97,10 +99,10 @@ struct Inner {
     /// snapshot where the rule that filtered it changed.
     replaced: Mutex<Vec<(Access, Position)>>,
     /// Subscriptions of closed sessions, for `resume` without a subscription list.
-    retained: Mutex<HashMap<Arc<str>, Retained>>,
+    retained: Mutex<Expiring<Retained>>,
     /// With access rules on: the subject each session id belongs to, and when its last
     /// connection closed (`None` while open), so only that subject can take it over.
-    owners: Mutex<HashMap<Arc<str>, SessionOwner>>,
+    owners: Mutex<Expiring<SessionOwner>>,
 }
 
 /// Who holds a session id: its subject, and when it closed (`None` while it is open).
@@ -198,8 +200,8 @@ impl Engine {
                     generation: 0,
                 }),
                 replaced: Mutex::new(Vec::new()),
-                retained: Mutex::new(HashMap::new()),
-                owners: Mutex::new(HashMap::new()),
+                retained: Mutex::default(),
+                owners: Mutex::default(),
                 _stop: stop,
                 connections: Mutex::new(HashMap::new()),
                 alarms,
@@ -868,7 +870,8 @@ impl Engine {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         let keep = self.inner.knobs.session_retention;
-        retained.retain(|_, (_, at, _)| at.elapsed() < keep);
+        let now = Instant::now();
+        retained.prune(now, |(_, at, _)| now.saturating_duration_since(*at) >= keep);
         if !subs.is_empty() {
             retained.insert(session.into(), (subs, Instant::now(), who));
         }
@@ -905,13 +908,16 @@ impl Engine {
         }
         let mut owners = self.owners();
         let keep = self.inner.knobs.session_retention;
-        owners.retain(|_, (_, closed)| closed.is_none_or(|at| at.elapsed() < keep));
+        let now = Instant::now();
+        owners.prune(now, |(_, closed)| {
+            closed.is_some_and(|at| now.saturating_duration_since(at) >= keep)
+        });
         if let Some((_, closed)) = owners.get_mut(session) {
             *closed = Some(Instant::now());
         }
     }
 
-    fn owners(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, SessionOwner>> {
+    fn owners(&self) -> std::sync::MutexGuard<'_, Expiring<SessionOwner>> {
         self.inner.owners.lock().unwrap_or_else(|p| p.into_inner())
     }
 
