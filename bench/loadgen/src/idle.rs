@@ -27,6 +27,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
 
+/// How long after the clients left the server's CPU is counted as closing them.
+const CLOSE_WINDOW: Duration = Duration::from_secs(3);
+
 #[derive(Debug, Clone)]
 pub struct Options {
     pub addr: SocketAddr,
@@ -152,6 +155,9 @@ pub async fn run(o: Options) -> Outcome {
             break;
         }
     }
+    // Then every client leaves at once, as after a network blip: the server's CPU
+    // for closing them all, over a fixed window that covers it.
+    let close_cpu = o.server_pid.map(procfs::CpuMeter::start);
     for w in workers.iter_mut() {
         let _ = w.command("exit").await;
     }
@@ -163,6 +169,8 @@ pub async fn run(o: Options) -> Outcome {
             let _ = w.child.kill().await;
         }
     }
+    tokio::time::sleep(CLOSE_WINDOW).await;
+    let close_cpu_secs = close_cpu.and_then(|m| m.elapsed());
 
     let last_rss = points.last().and_then(|p| p["rss_kib"].as_u64());
     let per_conn = match (baseline, last_rss) {
@@ -194,6 +202,8 @@ pub async fn run(o: Options) -> Outcome {
             "stopped_early": stopped_early,
             "open_secs": open_secs,
             "connections_per_sec": if open_secs > 0.0 { total as f64 / open_secs } else { 0.0 },
+            "close_cpu_secs": close_cpu_secs,
+            "close_cpu_us_per_conn": close_cpu_secs.map(|s| s * 1e6 / total.max(1) as f64),
             "baseline_rss_kib": baseline,
             "rss_kib": last_rss,
             "rss_per_conn_kib": per_conn,

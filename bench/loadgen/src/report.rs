@@ -76,6 +76,12 @@ const IDLE: &[Row] = &[
     row("/rss_slope_kib", "RSS KiB/connection (slope)", Lower, ""),
     row("/connections_per_sec", "connections opened/s", Higher, ""),
     row(
+        "/close_cpu_us_per_conn",
+        "server CPU µs/connection closed",
+        Lower,
+        "",
+    ),
+    row(
         "/projected_rss_mib_100k",
         "projected RSS MiB @100k",
         Lower,

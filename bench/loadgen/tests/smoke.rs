@@ -123,4 +123,5 @@ async fn idle_opens_connections_from_worker_processes() {
     assert_eq!(r["metrics"]["connections"], 20, "{r}");
     assert_eq!(r["metrics"]["failed"], 0, "{r}");
     assert_eq!(r["metrics"]["points"].as_array().unwrap().len(), 2, "{r}");
+    assert!(r["metrics"]["close_cpu_us_per_conn"].is_f64(), "{r}");
 }
