@@ -85,12 +85,13 @@ async fn client(o: Options, k: usize, start: Instant) -> Result<ClientReport, St
         let Some(at) = outstanding.pop_front() else {
             continue;
         };
-        if text.contains(r#""type":"result""#) {
+        let acked = text.contains(r#""type":"result""#);
+        if acked {
             report.acked_in_all += 1;
         }
         // Only acknowledgements that arrive within the run count toward the rate.
         if Instant::now() <= end {
-            if text.contains(r#""type":"result""#) {
+            if acked {
                 report.acked += 1;
                 stats::record(&mut report.latency, at.elapsed().as_micros() as u64);
             } else {

@@ -873,7 +873,7 @@ impl Engine {
         let now = Instant::now();
         retained.prune(now, |(_, at, _)| now.saturating_duration_since(*at) >= keep);
         if !subs.is_empty() {
-            retained.insert(session.into(), (subs, Instant::now(), who));
+            retained.insert(session.into(), (subs, now, who));
         }
     }
 
@@ -913,7 +913,7 @@ impl Engine {
             closed.is_some_and(|at| now.saturating_duration_since(at) >= keep)
         });
         if let Some((_, closed)) = owners.get_mut(session) {
-            *closed = Some(Instant::now());
+            *closed = Some(now);
         }
     }
 

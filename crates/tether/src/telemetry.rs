@@ -34,9 +34,9 @@ const SECONDS: &[f64] = &[
 /// Writes per group commit: powers of two up to the batch limit.
 const BATCH: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
 
-/// A dialect's connection gauge and message and byte counters, looked up by name once per dialect. Looked
-/// up on every message, as the `metrics` macros do, they were 2-3% of the server's CPU
-/// in the durable-writes benchmark. Sessions keep a `&'static Traffic`, so it must be
+/// A dialect's connection gauge and message and byte counters, looked up by name once
+/// per dialect. Looked up on every message, as the `metrics` macros do, they were 2-3%
+/// of the server's CPU in the durable-writes benchmark. Sessions keep a `&'static Traffic`, so it must be
 /// made after the recorder is installed (the server does so before it accepts).
 pub struct Traffic {
     pub dialect: &'static str,
